@@ -1,0 +1,223 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+)
+
+// LayerName returns the scope of layer l ("layer_03").
+func LayerName(l int) string { return fmt.Sprintf("layer_%02d", l) }
+
+// Specs returns the parameters of the LM (and of the masker, if any) in a fixed order. GPT initialisation:
+// normal(0, 0.02), output projections 0.02/sqrt(2·n_layers), norm gains ones (NATS-SPEC.md §2.2).
+func Specs(cfg Config, m Masker) []Spec {
+	d, hd, kv := cfg.DModel, cfg.HeadDim(), cfg.KVHeads()
+	proj := 0.02 / math.Sqrt(2*float64(cfg.NLayers))
+	specs := []Spec{{Name: "wte", Dims: []int{cfg.VocabSize, d}, Std: 0.02, Decay: true}}
+	for l := 0; l < cfg.NLayers; l++ {
+		p := LayerName(l) + "/"
+		specs = append(specs,
+			Spec{Name: p + "ln1", Dims: []int{d}, Ones: true},
+			Spec{Name: p + "attn/wq", Dims: []int{d, cfg.NHeads * hd}, Std: 0.02, Decay: true},
+			Spec{Name: p + "attn/wk", Dims: []int{d, kv * hd}, Std: 0.02, Decay: true},
+			Spec{Name: p + "attn/wv", Dims: []int{d, kv * hd}, Std: 0.02, Decay: true},
+			Spec{Name: p + "attn/wo", Dims: []int{cfg.NHeads * hd, d}, Std: proj, Decay: true},
+			Spec{Name: p + "ln2", Dims: []int{d}, Ones: true},
+			Spec{Name: p + "mlp/fc", Dims: []int{d, cfg.FFNMult * d}, Std: 0.02, Decay: true},
+			Spec{Name: p + "mlp/proj", Dims: []int{cfg.FFNMult * d, d}, Std: proj, Decay: true},
+		)
+		if m != nil {
+			for _, s := range m.Specs(cfg, l) {
+				s.Name = p + "nats/" + s.Name
+				specs = append(specs, s)
+			}
+		}
+	}
+	specs = append(specs, Spec{Name: "ln_f", Dims: []int{d}, Ones: true})
+	if !cfg.TieEmbeddings {
+		specs = append(specs, Spec{Name: "lm_head", Dims: []int{d, cfg.VocabSize}, Std: 0.02, Decay: true})
+	}
+	return specs
+}
+
+// Nodes maps parameter names to graph nodes.
+type Nodes map[string]*Node
+
+// NodesFrom pairs specs with graph inputs (in spec order), casting to the compute dtype.
+func NodesFrom(cfg Config, specs []Spec, inputs []*Node) Nodes {
+	n := Nodes{}
+	for i, s := range specs {
+		x := inputs[i]
+		if cfg.IsBF16() {
+			x = ConvertDType(x, dtypes.BFloat16)
+		}
+		n[s.Name] = x
+	}
+	return n
+}
+
+func (n Nodes) get(name string) *Node {
+	x, ok := n[name]
+	if !ok {
+		panic(fmt.Errorf("model: no parameter %q", name))
+	}
+	return x
+}
+
+func (n Nodes) scoped(prefix string) func(string) *Node {
+	return func(name string) *Node { return n.get(prefix + name) }
+}
+
+// layerNorm is LayerNorm without bias over the last axis (eps 1e-5), computed in float32.
+func layerNorm(x, gain *Node) *Node {
+	dt := x.DType()
+	x32 := ConvertDType(x, dtypes.Float32)
+	mean := ReduceAndKeep(x32, ReduceMean, -1)
+	c := Sub(x32, mean)
+	v := ReduceAndKeep(Square(c), ReduceMean, -1)
+	y := Div(c, Sqrt(AddScalar(v, 1e-5)))
+	return Mul(ConvertDType(y, dt), ExpandLeftToRank(gain, x.Rank()))
+}
+
+// gelu is the exact GELU (erf form, PyTorch nn.GELU default).
+func gelu(x *Node) *Node {
+	return Mul(MulScalar(x, 0.5), OnePlus(Erf(MulScalar(x, 1/math.Sqrt2))))
+}
+
+// rope applies rotary embeddings (HF rotate_half layout) to x `[batch, heads, seq, hd]` with cos/sin
+// `[seq, hd/2]`.
+func rope(x, cos, sin *Node) *Node {
+	dims := x.Shape().Dimensions
+	hd := dims[len(dims)-1]
+	x1 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, hd/2))
+	x2 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(hd/2, hd))
+	c := ExpandLeftToRank(ConvertDType(cos, x.DType()), x.Rank())
+	s := ExpandLeftToRank(ConvertDType(sin, x.DType()), x.Rank())
+	// y1 = x1·cos − x2·sin ; y2 = x2·cos + x1·sin
+	y1 := Sub(Mul(x1, c), Mul(x2, s))
+	y2 := Add(Mul(x2, c), Mul(x1, s))
+	return Concatenate([]*Node{y1, y2}, -1)
+}
+
+// ropeConsts returns cos/sin constants `[n, hd/2]`.
+func ropeConsts(g *Graph, cfg Config, n int) (cos, sin *Node) {
+	c, s := RopeTables(n, cfg.HeadDim(), cfg.RopeTheta, cfg.RopeScaling)
+	half := cfg.HeadDim() / 2
+	return Reshape(Const(g, c), n, half), Reshape(Const(g, s), n, half)
+}
+
+// Output of Forward.
+type Output struct {
+	Logits  *Node   // `[batch, seq, vocab]` float32
+	Aux     *Node   // scalar: sum of the maskers' auxiliary losses (zero when none)
+	Density *Node   // scalar: mean over layers of the maskers' density statistic (nil when none)
+	Roles   []*Node // per layer `[batch, kv_heads, seq]` int32 (nil entries when the masker gives none)
+	Hidden  *Node   // `[batch, seq, d_model]`: the final normed hidden states
+}
+
+// Forward runs the LM over tokens `[batch, seq]` (int32). m may be nil (full causal attention). uniform gives
+// noise for training-time sampling and may be nil at inference.
+func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform func([]int) *Node) Output {
+	g := tokens.Graph()
+	dims := tokens.Shape().Dimensions
+	b, s := dims[0], dims[1]
+	h, kv, hd := cfg.NHeads, cfg.KVHeads(), cfg.HeadDim()
+	rep := h / kv
+	x := Gather(p.get("wte"), InsertAxes(tokens, -1)) // [b, s, d]
+	cos, sin := ropeConsts(g, cfg, s)
+	causal := causalMask(g, s)
+	out := Output{Aux: ScalarZero(g, dtypes.Float32)}
+	var densities []*Node
+	for l := 0; l < cfg.NLayers; l++ {
+		pre := LayerName(l) + "/"
+		xn := layerNorm(x, p.get(pre+"ln1"))
+		q := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wq")), b, s, h, hd), 1, 2)  // [b,h,s,hd]
+		k := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wk")), b, s, kv, hd), 1, 2) // [b,kv,s,hd]
+		v := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wv")), b, s, kv, hd), 1, 2)
+		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		var mo MaskOut
+		if m != nil {
+			mo = m.Mask(&AttnSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Training: training, Uniform: uniform})
+		}
+		att := attention(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Mask) // [b,kv,rep,s,hd]
+		att = Reshape(Transpose(Reshape(att, b, h, s, hd), 1, 2), b, s, h*hd)
+		x = Add(x, Einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))
+		xn2 := layerNorm(x, p.get(pre+"ln2"))
+		hid := gelu(Einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
+		x = Add(x, Einsum("bsf,fd->bsd", hid, p.get(pre+"mlp/proj")))
+		if mo.Aux != nil {
+			out.Aux = Add(out.Aux, ConvertDType(mo.Aux, dtypes.Float32))
+		}
+		if mo.Density != nil {
+			densities = append(densities, ConvertDType(mo.Density, dtypes.Float32))
+		}
+		out.Roles = append(out.Roles, mo.Roles)
+	}
+	xf := layerNorm(x, p.get("ln_f"))
+	out.Hidden = xf
+	var logits *Node
+	if cfg.TieEmbeddings {
+		logits = Einsum("bsd,vd->bsv", xf, p.get("wte"))
+	} else {
+		logits = Einsum("bsd,dv->bsv", xf, p.get("lm_head"))
+	}
+	out.Logits = ConvertDType(logits, dtypes.Float32)
+	if len(densities) > 0 {
+		out.Density = DivScalar(Add(densities[0], ScalarZero(g, dtypes.Float32)), 1)
+		for _, d := range densities[1:] {
+			out.Density = Add(out.Density, d)
+		}
+		out.Density = DivScalar(out.Density, float64(len(densities)))
+	}
+	return out
+}
+
+// causalMask returns a Bool `[seq, seq]` with true where key j ≤ query i.
+func causalMask(g *Graph, s int) *Node {
+	i := Iota(g, shapes.Make(dtypes.Int32, s, s), 0)
+	j := Iota(g, shapes.Make(dtypes.Int32, s, s), 1)
+	return GreaterOrEqual(i, j)
+}
+
+// attention is causal softmax attention with an optional multiplicative mask (NATS-SPEC.md §1.4):
+// P = M ⊙ exp(S − rowmax) / rowsum(M ⊙ exp(S − rowmax)), so that ∂L/∂M is the exact mask gradient.
+// q `[b, kv, rep, s, hd]`, k/v `[b, kv, s, hd]`, mask `[b, kv, s, s]` or nil. Scores and softmax in float32.
+func attention(q, k, v, causal, mask *Node) *Node {
+	hd := q.Shape().Dimensions[4]
+	scores := Einsum("bgrqd,bgkd->bgrqk", q, k)
+	scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
+	neg := Scalar(scores.Graph(), dtypes.Float32, -1e30)
+	scores = Where(BroadcastToShape(ExpandLeftToRank(causal, scores.Rank()), scores.Shape()), scores, neg)
+	mx := StopGradient(ReduceAndKeep(scores, ReduceMax, -1))
+	e := Exp(Sub(scores, mx))
+	if mask != nil {
+		e = Mul(e, InsertAxes(ConvertDType(mask, dtypes.Float32), 2))
+	}
+	pr := Div(e, ReduceAndKeep(e, ReduceSum, -1))
+	return Einsum("bgrqk,bgkd->bgrqd", ConvertDType(pr, v.DType()), v)
+}
+
+// CrossEntropy returns the mean next-token negative log-likelihood (natural log) of logits `[b, s, vocab]`
+// against targets `[b, s]` int32, and the per-token NLL `[b, s]`.
+func CrossEntropy(logits, targets *Node) (mean, perToken *Node) {
+	dims := logits.Shape().Dimensions
+	b, s, vsz := dims[0], dims[1], dims[2]
+	flat := Reshape(logits, b*s, vsz)
+	lse := ReduceLogSumExp(flat)
+	g := logits.Graph()
+	rows := Iota(g, shapes.Make(dtypes.Int32, b*s, 1), 0)
+	idx := Concatenate([]*Node{rows, Reshape(ConvertDType(targets, dtypes.Int32), b*s, 1)}, 1)
+	picked := Gather(flat, idx)
+	nll := Reshape(Sub(lse, picked), b, s)
+	return ReduceAllMean(nll), nll
+}
+
+// ReduceLogSumExp is log Σ exp over the last axis of x `[n, v]`, giving `[n]`.
+func ReduceLogSumExp(x *Node) *Node {
+	mx := StopGradient(ReduceAndKeep(x, ReduceMax, -1))
+	return Add(Log(ReduceSum(Exp(Sub(x, mx)), -1)), Squeeze(mx, -1))
+}
