@@ -1,8 +1,6 @@
 package nats
 
 import (
-	"math"
-
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -90,7 +88,14 @@ func (m *Masker) Mask(s *model.AttnSite) model.MaskOut {
 		hard = Where(forced, BroadcastToShape(Reshape(Const(g, []float32{1, 0, 0}), 1, 1, 1, 3), hard.Shape()), hard)
 		y = hard
 	}
-	hard = StopGradient(hard)
+	return m.build(cfg, y, StopGradient(hard), seq, s.Training)
+}
+
+// build turns a role sample y `[b,kv,n,3]` (straight-through in training) and its hard one-hot into the mask,
+// the gradient carrier, the sparsity term, the density statistic and the per-token roles.
+func (m *Masker) build(cfg model.Config, y, hard *Node, seq int, training bool) model.MaskOut {
+	g := y.Graph()
+	n := y.Shape().Dimensions[2]
 	yG, yL, yS := pick(y, Global), pick(y, Local), pick(y, Window)          // [b,kv,n]
 	gH, lH, sH := pick(hard, Global), pick(hard, Local), pick(hard, Window) // [b,kv,n]
 	e, nx, n2 := nextGlobals(gH)                                            // [b,kv,n] int32, n = none
@@ -122,7 +127,7 @@ func (m *Masker) Mask(s *model.AttnSite) model.MaskOut {
 	key := func(v *Node) *Node { return InsertAxes(repeatFloat(v, C, seq), 2) } // [b,kv,1,seq]
 	hardMask := Add(Add(Mul(key(gH), f(cb)), Mul(key(lH), B)), Mul(key(sH), Cw))
 	out := model.MaskOut{Mask: StopGradient(hardMask)}
-	if s.Training {
+	if training {
 		yGn := gatherUnits(yG, nx) // y^G of the terminating Global unit n_c
 		carrier := Sub(Add(Add(Mul(key(yG), A), Mul(key(yL), B)), Mul(key(yS), Cw)), Mul(key(yGn), D))
 		carrier = Sub(carrier, StopGradient(carrier))
@@ -146,7 +151,6 @@ func (m *Masker) Mask(s *model.AttnSite) model.MaskOut {
 	valid := Add(Add(Mul(gH, SubScalar(Neg(cIdx), -float64(n))), Mul(lH, Sub(eF, cIdx))), MulScalar(sH, float64(W/C)))
 	out.Density = DivScalar(MulScalar(ReduceAllMean(valid), 2), float64(n))
 	out.Roles = repeatUnits(ArgMax(hard, -1, dtypes.Int32), C, seq)
-	_ = math.Inf
 	return out
 }
 

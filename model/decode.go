@@ -1,0 +1,182 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Decoder runs single-token decoding steps against a fixed-capacity KV cache held on the device: per layer and
+// KV head, Cap slots. The host decides where each new token's K/V goes (Slot) and which slots are valid (Valid);
+// eviction only flips validity, and freed slots are reused. One executable is compiled per (batch, capacity)
+// and reused.
+type Decoder struct {
+	Cfg     Config
+	Masker  Masker
+	Params  *Params
+	backend compute.Backend
+	exec    *Exec
+}
+
+// NewDecoder returns a decoder for the parameters.
+func NewDecoder(backend compute.Backend, cfg Config, m Masker, p *Params) *Decoder {
+	return &Decoder{Cfg: cfg, Masker: m, Params: p, backend: backend}
+}
+
+// Cache is the device state of decoding: K and V `[layers, batch, kv_heads, cap, head_dim]` and the maskers'
+// per-layer running state `[layers, batch, d_model]` (chunk sums for NAtS-chunk; zeros otherwise).
+type Cache struct {
+	K, V, State *tensors.Tensor
+	Batch, Cap  int
+}
+
+// NewCache allocates an empty cache (zeros) of the given capacity.
+func (d *Decoder) NewCache(batch, capacity int) *Cache {
+	l, kv, hd := d.Cfg.NLayers, d.Cfg.KVHeads(), d.Cfg.HeadDim()
+	z := func(dims ...int) *tensors.Tensor {
+		n := 1
+		for _, x := range dims {
+			n *= x
+		}
+		return tensors.FromFlatDataAndDimensions(make([]float32, n), dims...)
+	}
+	return &Cache{K: z(l, batch, kv, capacity, hd), V: z(l, batch, kv, capacity, hd), State: z(l, batch, d.Cfg.DModel),
+		Batch: batch, Cap: capacity}
+}
+
+// Grow returns a copy of c with capacity newCap (slots keep their index; new slots are empty).
+func (d *Decoder) Grow(c *Cache, newCap int) *Cache {
+	if newCap <= c.Cap {
+		return c
+	}
+	l, kv, hd := d.Cfg.NLayers, d.Cfg.KVHeads(), d.Cfg.HeadDim()
+	grow := func(t *tensors.Tensor) *tensors.Tensor {
+		old := tensors.MustCopyFlatData[float32](t)
+		out := make([]float32, l*c.Batch*kv*newCap*hd)
+		rows := l * c.Batch * kv
+		for r := 0; r < rows; r++ {
+			copy(out[r*newCap*hd:], old[r*c.Cap*hd:(r+1)*c.Cap*hd])
+		}
+		return tensors.FromFlatDataAndDimensions(out, l, c.Batch, kv, newCap, hd)
+	}
+	return &Cache{K: grow(c.K), V: grow(c.V), State: c.State, Batch: c.Batch, Cap: newCap}
+}
+
+// Bytes returns the device bytes held by the K/V buffers.
+func (c *Cache) Bytes() int64 { return 2 * int64(c.K.Shape().Size()) * 4 }
+
+// StepOut is what one decoding step returns to the host.
+type StepOut struct {
+	Logits []float32 // `[batch, vocab]`
+	Attn   []float32 // `[layers, batch, kv_heads, cap]`: attention of the new query per slot, summed over the group's query heads
+	Roles  []int32   // `[layers, batch, kv_heads]`: role of the new token (or of the chunk it completes); nil without a DecodeRoler
+}
+
+// Step feeds tokens `[batch]` at position pos. slot `[layers, batch, kv_heads]` says where each new K/V goes;
+// valid `[layers, batch, kv_heads, cap]` (1/0) marks the slots the new query may attend to, including its own.
+// The cache is updated in place (its tensors are replaced).
+func (d *Decoder) Step(c *Cache, tokens []int32, pos int, slot []int32, valid []float32) (StepOut, error) {
+	if pos >= d.Cfg.MaxSeqLen {
+		return StepOut{}, fmt.Errorf("decode: position %d is past model.max_seq_len = %d", pos, d.Cfg.MaxSeqLen)
+	}
+	n := len(d.Params.Specs)
+	_, hasRoles := d.Masker.(DecodeRoler)
+	if d.exec == nil {
+		var err error
+		d.exec, err = NewExec(d.backend, func(in []*Node) []*Node { return d.graph(in[:n], in[n:]) })
+		if err != nil {
+			return StepOut{}, err
+		}
+	}
+	l, kv := d.Cfg.NLayers, d.Cfg.KVHeads()
+	args := make([]any, 0, n+7)
+	for _, v := range d.Params.Values {
+		args = append(args, v)
+	}
+	args = append(args, tensors.FromFlatDataAndDimensions(tokens, c.Batch), int32(pos), c.K, c.V, c.State,
+		tensors.FromFlatDataAndDimensions(slot, l, c.Batch, kv),
+		tensors.FromFlatDataAndDimensions(valid, l, c.Batch, kv, c.Cap))
+	out, err := d.exec.Exec(args...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("decode step at position %d: %w", pos, err)
+	}
+	c.K, c.V, c.State = out[1], out[2], out[3]
+	so := StepOut{Logits: tensors.MustCopyFlatData[float32](out[0]), Attn: tensors.MustCopyFlatData[float32](out[4])}
+	if hasRoles {
+		so.Roles = tensors.MustCopyFlatData[int32](out[5])
+	}
+	return so, nil
+}
+
+// graph builds one decoding step. in: tokens [b], pos scalar, K, V, State, slot, valid.
+func (d *Decoder) graph(params, in []*Node) []*Node {
+	cfg := d.Cfg
+	p := NodesFrom(cfg, d.Params.Specs, params)
+	tokens, pos, K, V, state, slot, valid := in[0], in[1], in[2], in[3], in[4], in[5], in[6]
+	g := tokens.Graph()
+	b := tokens.Shape().Dimensions[0]
+	capacity := K.Shape().Dimensions[3]
+	h, kv, hd := cfg.NHeads, cfg.KVHeads(), cfg.HeadDim()
+	rep := h / kv
+	dt := dtypes.Float32
+	if cfg.IsBF16() {
+		dt = dtypes.BFloat16
+	}
+	x := Gather(p.get("wte"), InsertAxes(tokens, -1)) // [b, d]
+	cosT, sinT := ropeConsts(g, cfg, cfg.MaxSeqLen)
+	cos := Squeeze(Gather(cosT, Reshape(pos, 1, 1)), 0) // [hd/2]
+	sin := Squeeze(Gather(sinT, Reshape(pos, 1, 1)), 0)
+	roler, hasRoles := d.Masker.(DecodeRoler)
+	var newK, newV, newState, attnStats, roles []*Node
+	for l := 0; l < cfg.NLayers; l++ {
+		pre := LayerName(l) + "/"
+		layerOf := func(t *Node) *Node {
+			dims := t.Shape().Dimensions
+			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
+		}
+		xn := layerNorm(x, p.get(pre+"ln1"))
+		q := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wq")), b, kv, rep, hd)
+		k := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wk")), b, kv, 1, hd)
+		v := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wv")), b, kv, 1, hd)
+		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		oh := InsertAxes(OneHot(layerOf(slot), capacity, dtypes.Float32), -1) // [b,kv,cap,1]
+		Kl := Add(Mul(layerOf(K), OneMinus(oh)), Mul(oh, ConvertDType(k, dtypes.Float32)))
+		Vl := Add(Mul(layerOf(V), OneMinus(oh)), Mul(oh, ConvertDType(v, dtypes.Float32)))
+		newK, newV = append(newK, Kl), append(newV, Vl)
+		scores := Einsum("bgrd,bgkd->bgrk", q, ConvertDType(Kl, dt))
+		scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
+		ok := GreaterThan(InsertAxes(layerOf(valid), 2), ScalarZero(g, dtypes.Float32)) // [b,kv,1,cap]
+		scores = Where(BroadcastToShape(ok, scores.Shape()), scores, Scalar(g, dtypes.Float32, -1e30))
+		pr := Softmax(scores, -1)
+		attnStats = append(attnStats, ReduceSum(pr, 2))
+		att := Reshape(Einsum("bgrk,bgkd->bgrd", ConvertDType(pr, dt), ConvertDType(Vl, dt)), b, h*hd)
+		x = Add(x, Einsum("bf,fd->bd", att, p.get(pre+"attn/wo")))
+		xn2 := layerNorm(x, p.get(pre+"ln2"))
+		x = Add(x, Einsum("bf,fd->bd", gelu(Einsum("bd,df->bf", xn2, p.get(pre+"mlp/fc"))), p.get(pre+"mlp/proj")))
+		st := layerOf(state)
+		if hasRoles {
+			r, ns := roler.DecodeRoles(&DecodeSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Pos: pos, State: st})
+			roles = append(roles, r)
+			st = ConvertDType(ns, dtypes.Float32)
+		}
+		newState = append(newState, st)
+	}
+	xf := layerNorm(x, p.get("ln_f"))
+	var logits *Node
+	if cfg.TieEmbeddings {
+		logits = Einsum("bd,vd->bv", xf, p.get("wte"))
+	} else {
+		logits = Einsum("bd,dv->bv", xf, p.get("lm_head"))
+	}
+	out := []*Node{ConvertDType(logits, dtypes.Float32), Stack(newK, 0), Stack(newV, 0), Stack(newState, 0), Stack(attnStats, 0)}
+	if hasRoles {
+		out = append(out, Stack(roles, 0))
+	}
+	_ = shapes.Make
+	return out
+}
