@@ -42,14 +42,14 @@ func TestReadJSONLMalformed(t *testing.T) {
 	in := strings.Join([]string{
 		goodLine,
 		`{"input": "q", "context": "c"`, // 2: truncated
-		`{"input": "q", "context": "c", "answers": "a"}`,       // 3: answers not a list
-		`{"input": 1, "context": "c", "answers": ["a"]}`,       // 4: input not a string
-		`{"Input": "q", "context": "c", "answers": ["a"]}`,     // 5: wrong case
+		`{"input": "q", "context": "c", "answers": "a"}`,         // 3: answers not a list
+		`{"input": 1, "context": "c", "answers": ["a"]}`,         // 4: input not a string
+		`{"Input": "q", "context": "c", "answers": ["a"]}`,       // 5: wrong case
 		`{"input": "q", "context": "c", "answers": ["a", null]}`, // 6: null answer
 		`[1, 2]`, // 7: not an object
 		``,       // 8: blank, skipped silently
-		`{"input": "q", "context": "c", "answers": ["a"], "length": 1.5}`, // 9
-		`{"input": "q", "context": "c", "answers": []} {}`,                 // 10: extra data
+		`{"input": "q", "context": "c", "answers": ["a"], "length": 1.5}`,                      // 9
+		`{"input": "q", "context": "c", "answers": []} {}`,                                     // 10: extra data
 		`{"input": "q2", "context": "c2", "answers": ["b"], "all_classes": ["x", "y"]}` + "\r", // 11: ok, CRLF
 		"null", // 12
 	}, "\n")
