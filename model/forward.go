@@ -7,6 +7,7 @@ import (
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/ml/layers/attention"
 )
 
 // LayerName returns the scope of layer l ("layer_03").
@@ -143,8 +144,15 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 		if m != nil {
 			mo = m.Mask(&AttnSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Training: training, Uniform: uniform})
 		}
-		att := attention(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Mask) // [b,kv,rep,s,hd]
-		att = Reshape(Transpose(Reshape(att, b, h, s, hd), 1, 2), b, s, h*hd)
+		var att *Node
+		if mo.Mask == nil && cfg.IsBF16() {
+			// Full causal attention in bf16: GoMLX's fused attention (cuDNN flash attention forward and backward on
+			// CUDA; the decomposed form elsewhere).
+			att, _ = attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true}) // [b,h,s,hd]
+		} else {
+			att = Reshape(attentionMasked(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Mask), b, h, s, hd)
+		}
+		att = Reshape(Transpose(att, 1, 2), b, s, h*hd)
 		x = Add(x, Einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))
 		xn2 := layerNorm(x, p.get(pre+"ln2"))
 		hid := gelu(Einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
@@ -167,7 +175,7 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 	}
 	out.Logits = ConvertDType(logits, dtypes.Float32)
 	if len(densities) > 0 {
-		out.Density = DivScalar(Add(densities[0], ScalarZero(g, dtypes.Float32)), 1)
+		out.Density = densities[0]
 		for _, d := range densities[1:] {
 			out.Density = Add(out.Density, d)
 		}
@@ -183,10 +191,10 @@ func causalMask(g *Graph, s int) *Node {
 	return GreaterOrEqual(i, j)
 }
 
-// attention is causal softmax attention with an optional multiplicative mask (NATS-SPEC.md §1.4):
+// attentionMasked is causal softmax attention with an optional multiplicative mask (NATS-SPEC.md §1.4):
 // P = M ⊙ exp(S − rowmax) / rowsum(M ⊙ exp(S − rowmax)), so that ∂L/∂M is the exact mask gradient.
 // q `[b, kv, rep, s, hd]`, k/v `[b, kv, s, hd]`, mask `[b, kv, s, s]` or nil. Scores and softmax in float32.
-func attention(q, k, v, causal, mask *Node) *Node {
+func attentionMasked(q, k, v, causal, mask *Node) *Node {
 	hd := q.Shape().Dimensions[4]
 	scores := Einsum("bgrqd,bgkd->bgrqk", q, k)
 	scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))

@@ -1,0 +1,213 @@
+// Command bench measures training-step throughput (tokens/s) of the natsbench LM with and without NAtS for
+// the tiny, paper (d256, 8 layers, seq 1024) and GPT-2-small (d768, 12 layers, seq 1024, batch 8) shapes, and
+// writes the table as Parquet (results/bench/train_step.parquet) and markdown. On the GPU it is run beside
+// bench/torch_bench.py, which times the same models in PyTorch in the same device call.
+//
+//	go run ./bench -backend go -configs tiny
+//	go build -tags xla -o natsbench-bench ./bench && ./natsbench-bench -backend xla:cuda -configs paper,gpt2s
+package main
+
+import (
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+
+	"natsbench/model"
+	"natsbench/nats"
+	"natsbench/train"
+)
+
+// Result is one benchmark row.
+type Result struct {
+	Impl         string  `parquet:"impl,dict"`
+	Config       string  `parquet:"config,dict"`
+	Method       string  `parquet:"method,dict"`
+	DType        string  `parquet:"dtype,dict"`
+	Backend      string  `parquet:"backend,dict"`
+	Batch        int32   `parquet:"batch"`
+	SeqLen       int32   `parquet:"seq_len"`
+	Params       int64   `parquet:"params"`
+	MsPerStep    float64 `parquet:"ms_per_step"`
+	TokensPerSec float64 `parquet:"tokens_per_second"`
+	CompileSec   float64 `parquet:"compile_seconds"`
+	Steps        int32   `parquet:"steps"`
+}
+
+type shape struct {
+	name  string
+	model model.Config
+	batch int
+	seq   int
+}
+
+func shapes(bf16 bool) map[string]shape {
+	dt := "float32"
+	if bf16 {
+		dt = "bfloat16"
+	}
+	paper := model.DefaultConfig()
+	paper.DType = dt
+	g2 := model.DefaultConfig()
+	g2.DModel, g2.NLayers, g2.NHeads, g2.DType = 768, 12, 12, dt
+	tiny := model.Config{VocabSize: 50304, DModel: 64, NLayers: 2, NHeads: 4, FFNMult: 4, MaxSeqLen: 256, RopeTheta: 500000, RopeScaling: "llama3", DType: "float32", TieEmbeddings: true}
+	return map[string]shape{
+		"tiny":  {"tiny", tiny, 4, 128},
+		"paper": {"paper", paper, 16, 1024},
+		"gpt2s": {"gpt2s", g2, 8, 1024},
+	}
+}
+
+func main() {
+	backendF := flag.String("backend", "", "GoMLX backend (go, xla:cuda)")
+	configs := flag.String("configs", "tiny", "comma-separated shapes: tiny, paper, gpt2s")
+	methods := flag.String("methods", "full,nats", "comma-separated: full, nats")
+	steps := flag.Int("steps", 10, "timed steps per case")
+	warm := flag.Int("warmup", 2, "untimed steps (the first compiles)")
+	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
+	out := flag.String("out", "results/bench", "output folder")
+	torchCSV := flag.String("torch-csv", "", "convert bench/torch_bench.py's CSV to Parquet in -out and exit")
+	flag.Parse()
+	if *torchCSV != "" {
+		if err := convertTorch(*torchCSV, *out); err != nil {
+			fail(err)
+		}
+		return
+	}
+	backend, err := model.NewBackend(*backendF)
+	if err != nil {
+		fail(err)
+	}
+	sh := shapes(*bf16)
+	var rows []Result
+	for _, cn := range strings.Split(*configs, ",") {
+		s, ok := sh[cn]
+		if !ok {
+			fail(fmt.Errorf("-configs: unknown shape %q", cn))
+		}
+		for _, mn := range strings.Split(*methods, ",") {
+			var m model.Masker
+			switch mn {
+			case "full":
+			case "nats":
+				nc := nats.DefaultConfig()
+				nm, err := nats.New(nc)
+				if err != nil {
+					fail(err)
+				}
+				m = nm
+			default:
+				fail(fmt.Errorf("-methods: unknown method %q", mn))
+			}
+			tc := train.DefaultConfig()
+			tc.BatchSize, tc.SeqLen, tc.Steps, tc.WarmupSteps = s.batch, s.seq, 1<<30, 10
+			tr, err := train.New(backend, s.model, m, tc, 1)
+			if err != nil {
+				fail(err)
+			}
+			r := rand.New(rand.NewPCG(1, 1))
+			batch := func() ([][]int32, [][]int32) {
+				in, tg := make([]int32, s.batch*s.seq), make([]int32, s.batch*s.seq)
+				for i := range in {
+					in[i], tg[i] = int32(r.IntN(50257)), int32(r.IntN(50257))
+				}
+				return [][]int32{in}, [][]int32{tg}
+			}
+			t0 := time.Now()
+			for i := 0; i < *warm; i++ {
+				in, tg := batch()
+				if _, err := tr.TrainStep(in, tg); err != nil {
+					fail(err)
+				}
+			}
+			compile := time.Since(t0).Seconds()
+			in, tg := batch()
+			t1 := time.Now()
+			for i := 0; i < *steps; i++ {
+				if _, err := tr.TrainStep(in, tg); err != nil {
+					fail(err)
+				}
+			}
+			el := time.Since(t1).Seconds()
+			res := Result{Impl: "natsbench-gomlx", Config: s.name, Method: mn, DType: s.model.DType, Backend: backend.Name(),
+				Batch: int32(s.batch), SeqLen: int32(s.seq), Params: int64(tr.Params.Count()), MsPerStep: 1000 * el / float64(*steps),
+				TokensPerSec: float64(*steps*s.batch*s.seq) / el, CompileSec: compile, Steps: int32(*steps)}
+			rows = append(rows, res)
+			fmt.Printf("%-6s %-5s %-8s %9.1f ms/step %10.0f tok/s (warm-up %.1fs)\n", res.Config, res.Method, res.DType, res.MsPerStep, res.TokensPerSec, compile)
+		}
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fail(err)
+	}
+	path := filepath.Join(*out, "train_step_gomlx.parquet")
+	tmp := path + ".tmp"
+	if err := parquet.WriteFile(tmp, rows); err != nil {
+		fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		fail(err)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Config < rows[j].Config })
+	fmt.Println("wrote", path)
+}
+
+// convertTorch turns the PyTorch benchmark's CSV into Parquet rows of the same schema.
+func convertTorch(path, out string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(recs) < 2 {
+		return fmt.Errorf("%s: no rows", path)
+	}
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	get := func(r []string, k string) string {
+		i, ok := col[k]
+		if !ok {
+			fail(fmt.Errorf("%s: column %q missing", path, k))
+		}
+		return r[i]
+	}
+	num := func(r []string, k string) float64 {
+		v, err := strconv.ParseFloat(get(r, k), 64)
+		if err != nil {
+			fail(fmt.Errorf("%s: column %q: %w", path, k, err))
+		}
+		return v
+	}
+	var rows []Result
+	for _, r := range recs[1:] {
+		rows = append(rows, Result{Impl: get(r, "impl"), Config: get(r, "config"), Method: get(r, "method"), DType: get(r, "dtype"),
+			Backend: get(r, "backend"), Batch: int32(num(r, "batch")), SeqLen: int32(num(r, "seq_len")), Params: int64(num(r, "params")),
+			MsPerStep: num(r, "ms_per_step"), TokensPerSec: num(r, "tokens_per_second"), CompileSec: num(r, "compile_seconds"), Steps: int32(num(r, "steps"))})
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	dst := filepath.Join(out, "train_step_torch.parquet")
+	if err := parquet.WriteFile(dst+".tmp", rows); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
