@@ -161,21 +161,34 @@ func pick(x *Node, r int) *Node {
 
 // nextGlobals returns, for each unit c of `[b,kv,n]` Global indicators: e_c = first Global at or after c,
 // n_c = first Global strictly after c, n2_c = first Global strictly after n_c; n (one past the end) where none.
+// It keeps the two smallest Global positions of the suffix [c, n) by ⌈log2 n⌉ doubling steps (each merges the
+// pair of [c, c+2^t) with that of [c+2^t, c+2^(t+1))), so it costs O(n log n) elementwise work instead of the
+// O(n²) of a masked reduction.
 func nextGlobals(gH *Node) (e, nx, n2 *Node) {
 	g := gH.Graph()
 	dims := gH.Shape().Dimensions
-	b, kv, n := dims[0], dims[1], dims[2]
-	full := shapes.Make(dtypes.Int32, b, kv, n, n)
-	C := Iota(g, full, 2)
-	K := Iota(g, full, 3)
-	isG := BroadcastToShape(InsertAxes(GreaterThan(gH, ScalarZero(g, dtypes.Float32)), 2), shapes.Make(dtypes.Bool, b, kv, n, n))
+	n := dims[2]
+	idx := Iota(g, shapes.Make(dtypes.Int32, dims...), 2)
 	none := Const(g, int32(n))
-	minOver := func(cond *Node) *Node { return ReduceMin(Where(And(cond, isG), K, none), -1) }
-	e = minOver(GreaterOrEqual(K, C))
-	nx = minOver(GreaterThan(K, C))
-	nxB := BroadcastToShape(InsertAxes(nx, -1), full)
-	n2 = minOver(GreaterThan(K, nxB))
-	return StopGradient(e), StopGradient(nx), StopGradient(n2)
+	v1 := Where(GreaterThan(gH, ScalarZero(g, dtypes.Float32)), idx, BroadcastToShape(none, idx.Shape()))
+	v2 := BroadcastToShape(none, idx.Shape())
+	for s := 1; s < n; s *= 2 {
+		b1, b2 := shiftLeft(v1, s, n), shiftLeft(v2, s, n)
+		v1, v2 = Min(v1, b1), Min(Max(v1, b1), Min(v2, b2))
+	}
+	return StopGradient(v1), StopGradient(shiftLeft(v1, 1, n)), StopGradient(shiftLeft(v2, 1, n))
+}
+
+// shiftLeft returns x[..., s:] padded at the end with s copies of pad (last axis).
+func shiftLeft(x *Node, s, pad int) *Node {
+	dims := x.Shape().Dimensions
+	n := dims[len(dims)-1]
+	if s >= n {
+		return BroadcastToShape(Const(x.Graph(), int32(pad)), x.Shape())
+	}
+	padDims := append(append([]int{}, dims[:len(dims)-1]...), s)
+	tail := BroadcastToShape(Const(x.Graph(), int32(pad)), shapes.Make(x.DType(), padDims...))
+	return Concatenate([]*Node{Slice(x, AxisRange(), AxisRange(), AxisRange(s, n)), tail}, -1)
 }
 
 // gatherUnits returns v[idx] along the unit axis: v `[b,kv,n]` float, idx `[b,kv,n]` int32 (n = none → 0).
