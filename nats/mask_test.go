@@ -244,3 +244,21 @@ func TestDisabledRoleNeverSampled(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	cases := []struct {
+		cfg   Config
+		field string
+	}{
+		{Config{Lambda: -1, Window: 16, Chunk: 1}, "method.lambda"},
+		{Config{Window: 12, Chunk: 8}, "method.window"},
+		{Config{Window: 16, Chunk: 0}, "method.chunk_size"},
+		{Config{Window: 16, Chunk: 1, Merge: "median"}, "method.chunk_merge"},
+		{Config{Window: 16, Chunk: 1, Roles: []string{"sliding"}}, "method.roles"},
+	}
+	for _, c := range cases {
+		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%+v: Validate() = %v, want an error naming %s", c.cfg, err, c.field)
+		}
+	}
+}
