@@ -192,11 +192,19 @@ func shiftLeft(x *Node, s, pad int) *Node {
 }
 
 // gatherUnits returns v[idx] along the unit axis: v `[b,kv,n]` float, idx `[b,kv,n]` int32 (n = none → 0).
+// A Gather over the flattened (b, kv, unit) axis, so the gradient is a scatter-add: O(n), not O(n²).
 func gatherUnits(v, idx *Node) *Node {
-	n := v.Shape().Dimensions[2]
-	oh := OneHot(MinScalar(idx, float64(n)), n+1, dtypes.Float32) // [b,kv,n,n+1]; index n = none
-	oh = Slice(oh, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, n))
-	return ReduceSum(Mul(oh, InsertAxes(v, 2)), -1)
+	g := v.Graph()
+	d := v.Shape().Dimensions
+	b, kv, n := d[0], d[1], d[2]
+	// Append one zero per (b, kv) row for "none" (index n).
+	padded := Concatenate([]*Node{v, Zeros(g, shapes.Make(v.DType(), b, kv, 1))}, -1) // [b,kv,n+1]
+	flat := Reshape(padded, b*kv*(n+1), 1)
+	row := Iota(g, shapes.Make(dtypes.Int32, b, kv, n), 0)
+	head := Iota(g, shapes.Make(dtypes.Int32, b, kv, n), 1)
+	base := MulScalar(Add(MulScalar(row, float64(kv)), head), float64(n+1))
+	at := Add(base, MinScalar(idx, float64(n)))
+	return Reshape(Gather(flat, InsertAxes(at, -1)), b, kv, n)
 }
 
 // repeatUnits maps a per-unit int32 `[b,kv,n]` to tokens `[b,kv,seq]` (each unit covers C tokens).
