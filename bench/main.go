@@ -59,7 +59,10 @@ func shapes(bf16 bool) map[string]shape {
 	g2 := model.DefaultConfig()
 	g2.DModel, g2.NLayers, g2.NHeads, g2.DType = 768, 12, 12, dt
 	tiny := model.Config{VocabSize: 50304, DModel: 64, NLayers: 2, NHeads: 4, FFNMult: 4, MaxSeqLen: 256, RopeTheta: 500000, RopeScaling: "llama3", DType: "float32", TieEmbeddings: true}
+	smoke := tiny
+	smoke.DModel, smoke.NHeads = 32, 2
 	return map[string]shape{
+		"smoke": {"smoke", smoke, 4, 64},
 		"tiny":  {"tiny", tiny, 4, 128},
 		"paper": {"paper", paper, 16, 1024},
 		"gpt2s": {"gpt2s", g2, 8, 1024},
@@ -68,14 +71,23 @@ func shapes(bf16 bool) map[string]shape {
 
 func main() {
 	backendF := flag.String("backend", "", "GoMLX backend (go, xla:cuda)")
-	configs := flag.String("configs", "tiny", "comma-separated shapes: tiny, paper, gpt2s")
+	configs := flag.String("configs", "tiny", "comma-separated shapes: smoke, tiny, paper, gpt2s")
 	methods := flag.String("methods", "full,nats", "comma-separated: full, nats")
 	steps := flag.Int("steps", 10, "timed steps per case")
 	warm := flag.Int("warmup", 2, "untimed steps (the first compiles)")
 	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
 	out := flag.String("out", "results/bench", "output folder")
 	torchCSV := flag.String("torch-csv", "", "convert bench/torch_bench.py's CSV to Parquet in -out and exit")
+	evalMode := flag.Bool("eval", false, "measure streaming-evaluation throughput (decode tokens/s) instead of training")
+	evalCtx := flag.Int("eval-context", 256, "context length of the -eval windows")
+	evalBatch := flag.Int("eval-batch", 8, "windows decoded together in -eval")
 	flag.Parse()
+	if *evalMode {
+		if err := benchEval(*backendF, *configs, *methods, *evalCtx, *evalBatch, *bf16, *out); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if *torchCSV != "" {
 		if err := convertTorch(*torchCSV, *out); err != nil {
 			fail(err)

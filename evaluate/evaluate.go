@@ -68,6 +68,8 @@ func Streaming(backend compute.Backend, cfg model.Config, params *model.Params, 
 	}
 	start := time.Now()
 	dec := model.NewDecoder(backend, cfg, m.Masker, params)
+	dec.WantLogits = false
+	dec.WantAttn = m.Evictor != nil && m.Evictor.Needs()&(kvcache.AccAttn|kvcache.LastAttn) != 0
 	capacity := ctx
 	if m.Evictor != nil {
 		capacity = m.Evictor.Capacity(ctx)
@@ -89,28 +91,28 @@ func Streaming(backend compute.Backend, cfg model.Config, params *model.Params, 
 			return res, err
 		}
 		dc := dec.NewCache(B, capacity)
-		valid := make([]float32, L*B*H*capacity)
-		tokens := make([]int32, B)
+		valid := make([]bool, L*B*H*capacity)
+		tokens, targets := make([]int32, B), make([]int32, B)
 		roles := kv.Stats().Roles
 		for t := 0; t < ctx; t++ {
 			for b := 0; b < B; b++ {
 				w := batch[min(b, len(batch)-1)]
-				tokens[b] = w[t]
+				tokens[b], targets[b] = w[t], w[t+1]
 			}
 			slots, err := kv.Begin()
 			if err != nil {
 				return res, fmt.Errorf("evaluate %s: %w", m.Name, err)
 			}
 			for l, layer := range kv.Layers {
-				layer.ValidMask(valid[l*B*H*capacity : (l+1)*B*H*capacity])
+				layer.ValidBool(valid[l*B*H*capacity : (l+1)*B*H*capacity])
 			}
-			out, err := dec.Step(dc, tokens, t, slots, valid)
+			out, err := dec.StepTargets(dc, tokens, targets, t, slots, valid)
 			if err != nil {
 				kv.Abort()
 				return res, err
 			}
 			st := kv.Stats()
-			if st.Attn != nil {
+			if st.Attn != nil && out.Attn != nil {
 				for l := range st.Attn {
 					copy(st.Attn[l], out.Attn[l*B*H*capacity:(l+1)*B*H*capacity])
 				}
@@ -127,10 +129,8 @@ func Streaming(backend compute.Backend, cfg model.Config, params *model.Params, 
 				return res, err
 			}
 			// NLL of the next token, for the real (non-padding) windows.
-			vocab := cfg.VocabSize
 			for b := range batch {
-				lg := out.Logits[b*vocab : (b+1)*vocab]
-				nll := logSumExp(lg) - float64(lg[batch[b][t+1]])
+				nll := float64(out.NLL[b])
 				perPos[t] += nll
 				perPosN[t]++
 				for lh := 0; lh < L*H; lh++ {

@@ -16,16 +16,21 @@ import (
 // eviction only flips validity, and freed slots are reused. One executable is compiled per (batch, capacity)
 // and reused.
 type Decoder struct {
-	Cfg     Config
-	Masker  Masker
-	Params  *Params
-	backend compute.Backend
-	exec    *Exec
+	Cfg    Config
+	Masker Masker
+	Params *Params
+	// WantLogits makes Step return the logits `[batch, vocab]` (default true). Streaming evaluation turns it off
+	// and reads only the NLL of the given targets, so that no vocabulary-sized tensor leaves the device.
+	WantLogits bool
+	// WantAttn makes Step return the per-slot attention of the new query (H2O and TOVA need it; default true).
+	WantAttn bool
+	backend  compute.Backend
+	exec     *Exec
 }
 
 // NewDecoder returns a decoder for the parameters.
 func NewDecoder(backend compute.Backend, cfg Config, m Masker, p *Params) *Decoder {
-	return &Decoder{Cfg: cfg, Masker: m, Params: p, backend: backend}
+	return &Decoder{Cfg: cfg, Masker: m, Params: p, backend: backend, WantLogits: true, WantAttn: true}
 }
 
 // Cache is the device state of decoding: K and V `[layers, batch, kv_heads, cap, head_dim]` and the maskers'
@@ -72,8 +77,10 @@ func (c *Cache) Bytes() int64 { return 2 * int64(c.K.Shape().Size()) * 4 }
 
 // StepOut is what one decoding step returns to the host.
 type StepOut struct {
-	Logits []float32 // `[batch, vocab]`
-	Attn   []float32 // `[layers, batch, kv_heads, cap]`: attention of the new query per slot, summed over the group's query heads
+	Logits []float32 // `[batch, vocab]` (when Decoder.WantLogits)
+	NLL    []float32 // `[batch]`: −log p(target) when targets were given
+	Argmax []int32   // `[batch]`: the greedy next token
+	Attn   []float32 // `[layers, batch, kv_heads, cap]` (when Decoder.WantAttn): attention of the new query per slot, summed over the group's query heads
 	Roles  []int32   // `[layers, batch, kv_heads]`: role of the new token (or of the chunk it completes); nil without a DecodeRoler
 }
 
@@ -81,6 +88,16 @@ type StepOut struct {
 // valid `[layers, batch, kv_heads, cap]` (1/0) marks the slots the new query may attend to, including its own.
 // The cache is updated in place (its tensors are replaced).
 func (d *Decoder) Step(c *Cache, tokens []int32, pos int, slot []int32, valid []float32) (StepOut, error) {
+	vb := make([]bool, len(valid))
+	for i, v := range valid {
+		vb[i] = v > 0
+	}
+	return d.StepTargets(c, tokens, nil, pos, slot, vb)
+}
+
+// StepTargets is Step with the validity as booleans and, when targets `[batch]` is not nil, the NLL of the
+// targets computed on the device.
+func (d *Decoder) StepTargets(c *Cache, tokens, targets []int32, pos int, slot []int32, valid []bool) (StepOut, error) {
 	if pos >= d.Cfg.MaxSeqLen {
 		return StepOut{}, fmt.Errorf("decode: position %d is past model.max_seq_len = %d", pos, d.Cfg.MaxSeqLen)
 	}
@@ -98,26 +115,39 @@ func (d *Decoder) Step(c *Cache, tokens []int32, pos int, slot []int32, valid []
 	for _, v := range d.Params.Values {
 		args = append(args, v)
 	}
+	if targets == nil {
+		targets = make([]int32, c.Batch)
+	}
 	args = append(args, tensors.FromFlatDataAndDimensions(tokens, c.Batch), int32(pos), c.K, c.V, c.State,
 		tensors.FromFlatDataAndDimensions(slot, l, c.Batch, kv),
-		tensors.FromFlatDataAndDimensions(valid, l, c.Batch, kv, c.Cap))
+		tensors.FromFlatDataAndDimensions(valid, l, c.Batch, kv, c.Cap),
+		tensors.FromFlatDataAndDimensions(targets, c.Batch))
 	out, err := d.exec.Exec(args...)
 	if err != nil {
 		return StepOut{}, fmt.Errorf("decode step at position %d: %w", pos, err)
 	}
-	c.K, c.V, c.State = out[1], out[2], out[3]
-	so := StepOut{Logits: tensors.MustCopyFlatData[float32](out[0]), Attn: tensors.MustCopyFlatData[float32](out[4])}
+	c.K, c.V, c.State = out[0], out[1], out[2]
+	so := StepOut{NLL: tensors.MustCopyFlatData[float32](out[3]), Argmax: tensors.MustCopyFlatData[int32](out[4])}
+	k := 5
+	if d.WantLogits {
+		so.Logits = tensors.MustCopyFlatData[float32](out[k])
+		k++
+	}
+	if d.WantAttn {
+		so.Attn = tensors.MustCopyFlatData[float32](out[k])
+		k++
+	}
 	if hasRoles {
-		so.Roles = tensors.MustCopyFlatData[int32](out[5])
+		so.Roles = tensors.MustCopyFlatData[int32](out[k])
 	}
 	return so, nil
 }
 
-// graph builds one decoding step. in: tokens [b], pos scalar, K, V, State, slot, valid.
+// graph builds one decoding step. in: tokens [b], pos scalar, K, V, State, slot, valid (bool), targets [b].
 func (d *Decoder) graph(params, in []*Node) []*Node {
 	cfg := d.Cfg
 	p := NodesFrom(cfg, d.Params.Specs, params)
-	tokens, pos, K, V, state, slot, valid := in[0], in[1], in[2], in[3], in[4], in[5], in[6]
+	tokens, pos, K, V, state, slot, valid, targets := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
 	g := tokens.Graph()
 	b := tokens.Shape().Dimensions[0]
 	capacity := K.Shape().Dimensions[3]
@@ -150,7 +180,7 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 		newK, newV = append(newK, Kl), append(newV, Vl)
 		scores := Einsum("bgrd,bgkd->bgrk", q, ConvertDType(Kl, dt))
 		scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
-		ok := GreaterThan(InsertAxes(layerOf(valid), 2), ScalarZero(g, dtypes.Float32)) // [b,kv,1,cap]
+		ok := InsertAxes(layerOf(valid), 2) // [b,kv,1,cap]
 		scores = Where(BroadcastToShape(ok, scores.Shape()), scores, Scalar(g, dtypes.Float32, -1e30))
 		pr := Softmax(scores, -1)
 		attnStats = append(attnStats, ReduceSum(pr, 2))
@@ -173,10 +203,19 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 	} else {
 		logits = Einsum("bd,dv->bv", xf, p.get("lm_head"))
 	}
-	out := []*Node{ConvertDType(logits, dtypes.Float32), Stack(newK, 0), Stack(newV, 0), Stack(newState, 0), Stack(attnStats, 0)}
+	logits = ConvertDType(logits, dtypes.Float32)
+	rows := Iota(g, shapes.Make(dtypes.Int32, b, 1), 0)
+	picked := Gather(logits, Concatenate([]*Node{rows, InsertAxes(targets, -1)}, 1))
+	nll := Sub(ReduceLogSumExp(logits), picked)
+	out := []*Node{Stack(newK, 0), Stack(newV, 0), Stack(newState, 0), nll, ArgMax(logits, -1, dtypes.Int32)}
+	if d.WantLogits {
+		out = append(out, logits)
+	}
+	if d.WantAttn {
+		out = append(out, Stack(attnStats, 0))
+	}
 	if hasRoles {
 		out = append(out, Stack(roles, 0))
 	}
-	_ = shapes.Make
 	return out
 }
