@@ -78,6 +78,8 @@ func main() {
 	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
 	out := flag.String("out", "results/bench", "output folder")
 	torchCSV := flag.String("torch-csv", "", "convert bench/torch_bench.py's CSV to Parquet in -out and exit")
+	vocabOver := flag.Int("vocab", 0, "override the vocabulary size (diagnostics)")
+	layersOver := flag.Int("layers", 0, "override the number of layers (diagnostics)")
 	evalMode := flag.Bool("eval", false, "measure streaming-evaluation throughput (decode tokens/s) instead of training")
 	evalCtx := flag.Int("eval-context", 256, "context length of the -eval windows")
 	evalBatch := flag.Int("eval-batch", 8, "windows decoded together in -eval")
@@ -105,6 +107,14 @@ func main() {
 		if !ok {
 			fail(fmt.Errorf("-configs: unknown shape %q", cn))
 		}
+		if *vocabOver > 0 {
+			s.model.VocabSize = *vocabOver
+			s.name += fmt.Sprintf("-v%d", *vocabOver)
+		}
+		if *layersOver > 0 {
+			s.model.NLayers = *layersOver
+			s.name += fmt.Sprintf("-l%d", *layersOver)
+		}
 		for _, mn := range strings.Split(*methods, ",") {
 			var m model.Masker
 			switch mn {
@@ -129,7 +139,7 @@ func main() {
 			batch := func() ([][]int32, [][]int32) {
 				in, tg := make([]int32, s.batch*s.seq), make([]int32, s.batch*s.seq)
 				for i := range in {
-					in[i], tg[i] = int32(r.IntN(50257)), int32(r.IntN(50257))
+					in[i], tg[i] = int32(r.IntN(min(50257, s.model.VocabSize))), int32(r.IntN(min(50257, s.model.VocabSize)))
 				}
 				return [][]int32{in}, [][]int32{tg}
 			}

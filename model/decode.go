@@ -170,24 +170,24 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
 		}
 		xn := layerNorm(x, p.get(pre+"ln1"))
-		q := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wq")), b, kv, rep, hd)
-		k := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wk")), b, kv, 1, hd)
-		v := Reshape(Einsum("bd,df->bf", xn, p.get(pre+"attn/wv")), b, kv, 1, hd)
+		q := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wq")), b, kv, rep, hd)
+		k := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wk")), b, kv, 1, hd)
+		v := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wv")), b, kv, 1, hd)
 		q, k = rope(q, cos, sin), rope(k, cos, sin)
 		oh := InsertAxes(OneHot(layerOf(slot), capacity, dtypes.Float32), -1) // [b,kv,cap,1]
 		Kl := Add(Mul(layerOf(K), OneMinus(oh)), Mul(oh, ConvertDType(k, dtypes.Float32)))
 		Vl := Add(Mul(layerOf(V), OneMinus(oh)), Mul(oh, ConvertDType(v, dtypes.Float32)))
 		newK, newV = append(newK, Kl), append(newV, Vl)
-		scores := Einsum("bgrd,bgkd->bgrk", q, ConvertDType(Kl, dt))
+		scores := einsum("bgrd,bgkd->bgrk", q, ConvertDType(Kl, dt))
 		scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
 		ok := InsertAxes(layerOf(valid), 2) // [b,kv,1,cap]
 		scores = Where(BroadcastToShape(ok, scores.Shape()), scores, Scalar(g, dtypes.Float32, -1e30))
 		pr := Softmax(scores, -1)
 		attnStats = append(attnStats, ReduceSum(pr, 2))
-		att := Reshape(Einsum("bgrk,bgkd->bgrd", ConvertDType(pr, dt), ConvertDType(Vl, dt)), b, h*hd)
-		x = Add(x, Einsum("bf,fd->bd", att, p.get(pre+"attn/wo")))
+		att := Reshape(einsum("bgrk,bgkd->bgrd", ConvertDType(pr, dt), ConvertDType(Vl, dt)), b, h*hd)
+		x = Add(x, einsum("bf,fd->bd", att, p.get(pre+"attn/wo")))
 		xn2 := layerNorm(x, p.get(pre+"ln2"))
-		x = Add(x, Einsum("bf,fd->bd", gelu(Einsum("bd,df->bf", xn2, p.get(pre+"mlp/fc"))), p.get(pre+"mlp/proj")))
+		x = Add(x, einsum("bf,fd->bd", gelu(einsum("bd,df->bf", xn2, p.get(pre+"mlp/fc"))), p.get(pre+"mlp/proj")))
 		st := layerOf(state)
 		if hasRoles {
 			r, ns := roler.DecodeRoles(&DecodeSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Pos: pos, State: st})
@@ -199,9 +199,9 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 	xf := layerNorm(x, p.get("ln_f"))
 	var logits *Node
 	if cfg.TieEmbeddings {
-		logits = Einsum("bd,vd->bv", xf, p.get("wte"))
+		logits = einsum("bd,vd->bv", xf, p.get("wte"))
 	} else {
-		logits = Einsum("bd,dv->bv", xf, p.get("lm_head"))
+		logits = einsum("bd,dv->bv", xf, p.get("lm_head"))
 	}
 	logits = ConvertDType(logits, dtypes.Float32)
 	rows := Iota(g, shapes.Make(dtypes.Int32, b, 1), 0)

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -136,16 +137,16 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 	for l := 0; l < cfg.NLayers; l++ {
 		pre := LayerName(l) + "/"
 		xn := layerNorm(x, p.get(pre+"ln1"))
-		q := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wq")), b, s, h, hd), 1, 2)  // [b,h,s,hd]
-		k := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wk")), b, s, kv, hd), 1, 2) // [b,kv,s,hd]
-		v := Transpose(Reshape(Einsum("bsd,df->bsf", xn, p.get(pre+"attn/wv")), b, s, kv, hd), 1, 2)
+		q := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wq")), b, s, h, hd), 1, 2)  // [b,h,s,hd]
+		k := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wk")), b, s, kv, hd), 1, 2) // [b,kv,s,hd]
+		v := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wv")), b, s, kv, hd), 1, 2)
 		q, k = rope(q, cos, sin), rope(k, cos, sin)
 		var mo MaskOut
 		if m != nil {
 			mo = m.Mask(&AttnSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Training: training, Uniform: uniform})
 		}
 		var att *Node
-		if mo.Mask == nil && cfg.IsBF16() {
+		if mo.Mask == nil && cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" {
 			// Full causal attention in bf16: GoMLX's fused attention (cuDNN flash attention forward and backward on
 			// CUDA; the decomposed form elsewhere).
 			att, _ = attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true}) // [b,h,s,hd]
@@ -153,10 +154,10 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 			att = Reshape(attentionMasked(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Mask), b, h, s, hd)
 		}
 		att = Reshape(Transpose(att, 1, 2), b, s, h*hd)
-		x = Add(x, Einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))
+		x = Add(x, einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))
 		xn2 := layerNorm(x, p.get(pre+"ln2"))
-		hid := gelu(Einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
-		x = Add(x, Einsum("bsf,fd->bsd", hid, p.get(pre+"mlp/proj")))
+		hid := gelu(einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
+		x = Add(x, einsum("bsf,fd->bsd", hid, p.get(pre+"mlp/proj")))
 		if mo.Aux != nil {
 			out.Aux = Add(out.Aux, ConvertDType(mo.Aux, dtypes.Float32))
 		}
@@ -169,9 +170,9 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 	out.Hidden = xf
 	var logits *Node
 	if cfg.TieEmbeddings {
-		logits = Einsum("bsd,vd->bsv", xf, p.get("wte"))
+		logits = einsum("bsd,vd->bsv", xf, p.get("wte"))
 	} else {
-		logits = Einsum("bsd,dv->bsv", xf, p.get("lm_head"))
+		logits = einsum("bsd,dv->bsv", xf, p.get("lm_head"))
 	}
 	out.Logits = ConvertDType(logits, dtypes.Float32)
 	if len(densities) > 0 {
@@ -196,7 +197,7 @@ func causalMask(g *Graph, s int) *Node {
 // q `[b, kv, rep, s, hd]`, k/v `[b, kv, s, hd]`, mask `[b, kv, s, s]` or nil. Scores and softmax in float32.
 func attentionMasked(q, k, v, causal, mask *Node) *Node {
 	hd := q.Shape().Dimensions[4]
-	scores := Einsum("bgrqd,bgkd->bgrqk", q, k)
+	scores := einsum("bgrqd,bgkd->bgrqk", q, k)
 	scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
 	neg := Scalar(scores.Graph(), dtypes.Float32, -1e30)
 	scores = Where(BroadcastToShape(ExpandLeftToRank(causal, scores.Rank()), scores.Shape()), scores, neg)
@@ -206,7 +207,7 @@ func attentionMasked(q, k, v, causal, mask *Node) *Node {
 		e = Mul(e, InsertAxes(ConvertDType(mask, dtypes.Float32), 2))
 	}
 	pr := Div(e, ReduceAndKeep(e, ReduceSum, -1))
-	return Einsum("bgrqk,bgkd->bgrqd", ConvertDType(pr, v.DType()), v)
+	return einsum("bgrqk,bgkd->bgrqd", ConvertDType(pr, v.DType()), v)
 }
 
 // CrossEntropy returns the mean next-token negative log-likelihood (natural log) of logits `[b, s, vocab]`
@@ -229,3 +230,16 @@ func ReduceLogSumExp(x *Node) *Node {
 	mx := StopGradient(ReduceAndKeep(x, ReduceMax, -1))
 	return Add(Log(ReduceSum(Exp(Sub(x, mx)), -1)), Squeeze(mx, -1))
 }
+
+// Contract is graph.Einsum without GoMLX's float32-accumulator request for half-precision operands. XLA's GPU
+// GEMMs accumulate bf16 products in float32 regardless, but with the request GoMLX's DotGeneral gradient runs the
+// backward matmuls in float32 (measured on the H200: a bf16 GPT-2-small step took longer than the float32 one).
+// For float32 operands it is graph.Einsum.
+func Contract(eq string, a, b *Node) *Node {
+	if a.DType().IsHalfPrecision() {
+		return Dot(a, b).WithAccumulatorDType(dtypes.InvalidDType).Einsum(eq)
+	}
+	return Einsum(eq, a, b)
+}
+
+func einsum(eq string, a, b *Node) *Node { return Contract(eq, a, b) }

@@ -40,7 +40,7 @@ func (m *Masker) logits(cfg model.Config, pooled, w *Node) *Node {
 	dims := pooled.Shape().Dimensions
 	b, n := dims[0], dims[1]
 	kv := cfg.KVHeads()
-	lg := Einsum("bnd,df->bnf", pooled, w)
+	lg := model.Contract("bnd,df->bnf", pooled, w)
 	lg = Transpose(Reshape(ConvertDType(lg, dtypes.Float32), b, n, kv, 3), 1, 2)
 	return Add(lg, m.roleOffset(lg.Graph(), 0))
 }
