@@ -1,0 +1,118 @@
+package results
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Metric describes one registered metric name.
+type Metric struct {
+	Name           string // snake_case name stored in the metric column
+	Unit           string // unit of value ("" when dimensionless)
+	HigherIsBetter bool   // direction of improvement
+	X              string // meaning of the x column ("" when x is NaN)
+	Doc            string // one line
+}
+
+// registry is the one list of metric names; keep it sorted by group, then name.
+var registry = []Metric{
+	// training (task "train")
+	{Name: "loss", Unit: "nll", X: "", Doc: "mean next-token negative log-likelihood (natural log) of the step's batch"},
+	{Name: "val_loss", Unit: "nll", X: "", Doc: "validation next-token NLL measured every eval_every steps"},
+	{Name: "lr", Unit: "", HigherIsBetter: false, Doc: "learning rate used at the step"},
+	{Name: "grad_norm", Unit: "", Doc: "global gradient norm before clipping"},
+	{Name: "tokens_per_second", Unit: "tokens/s", HigherIsBetter: true, Doc: "training throughput of the step"},
+	{Name: "mask_density", Unit: "fraction", Doc: "NAtS attention-mask density (fraction of visible keys)"},
+	{Name: "sparsity_loss", Unit: "", Doc: "the NAtS λ-weighted sparsity penalty"},
+	// PG-19 perplexity (task "pg19")
+	{Name: "ppl", Unit: "", X: "context_len", Doc: "token perplexity by streaming decoding, exp(mean NLL)"},
+	{Name: "nll", Unit: "nll", X: "context_len", Doc: "mean token NLL by streaming decoding"},
+	{Name: "ppl_parallel", Unit: "", X: "context_len", Doc: "perplexity of the parallel masked forward (check against ppl)"},
+	{Name: "bits_per_byte", Unit: "bits/byte", X: "context_len", Doc: "NLL in bits per UTF-8 byte"},
+	{Name: "nll_bucket", Unit: "nll", X: "position", Doc: "mean NLL of the tokens whose position is ≤ x (and above the previous bucket)"},
+	{Name: "kv_fraction", Unit: "fraction", X: "context_len", Doc: "mean over queries of keys kept in the cache / keys seen"},
+	{Name: "kv_fraction_final", Unit: "fraction", X: "context_len", Doc: "cache occupancy / tokens at the end of each window"},
+	{Name: "kv_tokens", Unit: "tokens", X: "context_len", Doc: "mean number of keys kept in the cache per query"},
+	{Name: "eval_seconds", Unit: "s", X: "context_len", Doc: "wall time of the evaluation"},
+	// LongBench (task "longbench/<dataset>")
+	{Name: "qa_f1", Unit: "score", HigherIsBetter: true, Doc: "LongBench token F1 (×100)"},
+	{Name: "rouge_l", Unit: "score", HigherIsBetter: true, Doc: "LongBench ROUGE-L F (×100)"},
+	{Name: "classification", Unit: "score", HigherIsBetter: true, Doc: "LongBench classification accuracy (×100)"},
+	{Name: "retrieval", Unit: "score", HigherIsBetter: true, Doc: "LongBench retrieval accuracy (×100)"},
+	{Name: "count", Unit: "score", HigherIsBetter: true, Doc: "LongBench passage-count accuracy (×100)"},
+	{Name: "code_sim", Unit: "score", HigherIsBetter: true, Doc: "LongBench code edit similarity (×100)"},
+	{Name: "longbench_avg", Unit: "score", HigherIsBetter: true, Doc: "mean of the LongBench task scores"},
+	// latency (task "latency")
+	{Name: "prefill_ms", Unit: "ms", X: "prompt_len", Doc: "median prefill time of the prompt"},
+	{Name: "prefill_ms_p90", Unit: "ms", X: "prompt_len", Doc: "90th percentile prefill time"},
+	{Name: "decode_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median decode time per generated token"},
+	{Name: "decode_ms_per_token_p90", Unit: "ms", X: "prompt_len", Doc: "90th percentile decode time per token"},
+	{Name: "peak_mem_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak device memory of the KV cache and activations"},
+	{Name: "kv_cache_bytes", Unit: "bytes", X: "prompt_len", Doc: "KV cache bytes at the end of decoding"},
+}
+
+var byName = func() map[string]Metric {
+	m := make(map[string]Metric, len(registry))
+	for _, r := range registry {
+		m[r.Name] = r
+	}
+	return m
+}()
+
+// Metrics returns the registered metrics, sorted by name.
+func Metrics() []Metric {
+	out := append([]Metric(nil), registry...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// LookupMetric returns a registered metric, or an error with the closest name and the known names.
+func LookupMetric(name string) (Metric, error) {
+	if m, ok := byName[name]; ok {
+		return m, nil
+	}
+	names := make([]string, 0, len(registry))
+	for _, r := range registry {
+		names = append(names, r.Name)
+	}
+	sort.Strings(names)
+	return Metric{}, fmt.Errorf("unknown metric %q%s (known: %s)", name, suggest(name, names), strings.Join(names, ", "))
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest name within edit distance 3, or "".
+func suggest(name string, known []string) string {
+	best, bd := "", 1<<30
+	for _, k := range known {
+		if d := editDistance(name, k); d < bd {
+			best, bd = k, d
+		}
+	}
+	if best != "" && (bd <= 2 || bd <= len(name)/3) {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 200 || len(b) > 200 {
+		return 1 << 20
+	}
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
