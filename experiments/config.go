@@ -1,0 +1,202 @@
+package experiments
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"natsbench/kvcache"
+	"natsbench/model"
+	"natsbench/nats"
+	"natsbench/policy"
+	"natsbench/train"
+)
+
+// RunConfig is the typed configuration of one run: the resolved [base] + [[run]] tables of a sweep, decoded
+// strictly (an unknown key is an error naming the sweep file and key).
+type RunConfig struct {
+	Data    DataConfig    `toml:"data"`
+	Model   model.Config  `toml:"model"`
+	Method  MethodConfig  `toml:"method"`
+	Train   train.Config  `toml:"train"`
+	Eval    EvalConfig    `toml:"eval"`
+	Latency LatencyConfig `toml:"latency"`
+}
+
+// DataConfig is the [data] table.
+type DataConfig struct {
+	Dir       string `toml:"dir"`       // PG-19 release layout, HF Parquet layout, or prepared shards; default testdata/pg19
+	Tokenizer string `toml:"tokenizer"` // "gpt2"
+}
+
+// MethodConfig is the [method] table: the attention/cache method and its knobs.
+type MethodConfig struct {
+	Name        string   `toml:"name"`         // full | streamingllm | h2o | tova | nats
+	Lambda      float64  `toml:"lambda"`       // nats: λ
+	Window      int      `toml:"window"`       // nats: W
+	ChunkSize   int      `toml:"chunk_size"`   // nats: C
+	ChunkMerge  string   `toml:"chunk_merge"`  // nats: mean | max
+	Roles       []string `toml:"roles"`        // nats: enabled roles
+	GlobalBonus float64  `toml:"global_bonus"` // nats: +bonus on the Global logit at inference (0.1)
+	Sinks       int      `toml:"sinks"`        // streamingllm: sink tokens
+	Budget      int      `toml:"budget"`       // streamingllm, h2o, tova: keys visible per query, itself included
+	Recent      int      `toml:"recent"`       // h2o: most recent tokens always kept
+}
+
+// EvalConfig is the [eval] table: PG-19 streaming evaluation (NATS-SPEC.md §2.5).
+type EvalConfig struct {
+	Split           string `toml:"split"`            // "test"
+	ContextLen      int    `toml:"context_len"`      // tokens predicted per window (windows are context_len+1 tokens)
+	MaxWindows      int    `toml:"max_windows"`      // 0 = all windows of the split
+	BatchSize       int    `toml:"batch_size"`       // windows decoded together
+	PositionBuckets []int  `toml:"position_buckets"` // upper bounds of per-position NLL buckets
+	Fast            bool   `toml:"fast"`             // also report the parallel masked forward (methods with a mask)
+}
+
+// LatencyConfig is the [latency] table (kind latency).
+type LatencyConfig struct {
+	PromptLens   []int  `toml:"prompt_lens"`
+	BatchSize    int    `toml:"batch_size"`
+	DecodeTokens int    `toml:"decode_tokens"`
+	Warmup       int    `toml:"warmup"`
+	Repeats      int    `toml:"repeats"`
+	PromptSource string `toml:"prompt_source"`
+}
+
+// DefaultRunConfig returns the defaults every decoded sweep run starts from.
+func DefaultRunConfig() RunConfig {
+	nd := nats.DefaultConfig()
+	return RunConfig{
+		Data:   DataConfig{Dir: "testdata/pg19", Tokenizer: "gpt2"},
+		Model:  model.DefaultConfig(),
+		Method: MethodConfig{Name: "full", Lambda: nd.Lambda, Window: nd.Window, ChunkSize: 1, ChunkMerge: "mean", GlobalBonus: nd.GlobalBonus, Sinks: 4, Recent: 0},
+		Train:  train.DefaultConfig(),
+		Eval:   EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
+	}
+}
+
+// methodNames lists the known methods, in the order of the README.
+var methodNames = []string{"full", "streamingllm", "h2o", "tova", "nats"}
+
+// Method builds the masker (training and forward pass) and the evictor (decoding) of a method: the one
+// explicit table of natsbench's methods.
+func (m MethodConfig) Build() (model.Masker, kvcache.Evictor, error) {
+	switch m.Name {
+	case "streamingllm", "h2o", "tova":
+		if m.Budget < 1 {
+			return nil, nil, fmt.Errorf("method.budget = %d: %s needs a budget of at least 1 token (keys visible per query, itself included)", m.Budget, m.Name)
+		}
+	}
+	switch m.Name {
+	case "full":
+		return nil, nil, nil
+	case "streamingllm":
+		if m.Sinks < 0 || m.Sinks >= m.Budget {
+			return nil, nil, fmt.Errorf("method.sinks = %d: need 0 ≤ sinks < method.budget = %d", m.Sinks, m.Budget)
+		}
+		p := policy.StreamingLLM{Sinks: m.Sinks, Budget: m.Budget}
+		if err := p.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("method (streamingllm): %w", err)
+		}
+		return model.SinkWindow{Sinks: m.Sinks, Budget: m.Budget}, p, nil
+	case "h2o":
+		recent := m.Recent
+		if recent == 0 {
+			recent = max(1, m.Budget/2) // H2O's usual split: half heavy hitters, half recent tokens
+		}
+		if recent > m.Budget {
+			return nil, nil, fmt.Errorf("method.recent = %d exceeds method.budget = %d", recent, m.Budget)
+		}
+		p := policy.H2O{Budget: m.Budget, Recent: recent}
+		if err := p.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("method (h2o): %w", err)
+		}
+		return nil, p, nil
+	case "tova":
+		p := policy.TOVA{Budget: m.Budget}
+		if err := p.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("method (tova): %w", err)
+		}
+		return nil, p, nil
+	case "nats":
+		nm, err := nats.New(nats.Config{Lambda: m.Lambda, Window: m.Window, Chunk: m.ChunkSize, Merge: m.ChunkMerge,
+			Roles: m.Roles, GlobalBonus: m.GlobalBonus})
+		if err != nil {
+			return nil, nil, err
+		}
+		p := policy.NAtS{Window: m.Window, Chunk: m.ChunkSize}
+		if err := p.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("method (nats): %w", err)
+		}
+		return nm, p, nil
+	}
+	return nil, nil, fmt.Errorf("method.name = %q: unknown method%s (known: %s)", m.Name, suggest(m.Name, methodNames), strings.Join(methodNames, ", "))
+}
+
+// TrainsWithMask reports whether the method changes training (its masker has parameters or changes the mask).
+func (m MethodConfig) TrainsWithMask() bool { return m.Name == "nats" || m.Name == "streamingllm" }
+
+func (e EvalConfig) validate() error {
+	if e.Split == "" {
+		return fmt.Errorf("eval.split is empty")
+	}
+	if e.ContextLen <= 0 {
+		return fmt.Errorf("eval.context_len = %d: must be positive", e.ContextLen)
+	}
+	if e.BatchSize <= 0 {
+		return fmt.Errorf("eval.batch_size = %d: must be positive", e.BatchSize)
+	}
+	if e.MaxWindows < 0 {
+		return fmt.Errorf("eval.max_windows = %d: must be ≥ 0", e.MaxWindows)
+	}
+	if !sort.IntsAreSorted(e.PositionBuckets) {
+		return fmt.Errorf("eval.position_buckets = %v: must be increasing", e.PositionBuckets)
+	}
+	return nil
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest known name, or "".
+func suggest(name string, known []string) string {
+	best, bd := "", 1<<30
+	for _, k := range known {
+		if d := editDistance(name, k); d < bd {
+			best, bd = k, d
+		}
+	}
+	if bd <= 2 {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+func dirExists(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("data.dir = %q: %w", path, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("data.dir = %q: not a folder", path)
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+package experiments
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"natsbench/results"
+	"natsbench/sweeps"
+)
+
+// corpus writes a tiny PG-19 release-layout folder of real English text (from longbench's test rows would do;
+// here a fixed paragraph repeated with variations).
+func corpus(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	text := "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife. " +
+		"However little known the feelings or views of such a man may be on his first entering a neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is considered the rightful property of some one or other of their daughters. "
+	var meta strings.Builder
+	for i, split := range []string{"train", "train", "validation", "test"} {
+		id := fmt.Sprint(100 + i)
+		os.MkdirAll(filepath.Join(dir, split), 0o755)
+		body := strings.Repeat(fmt.Sprintf("Chapter %d. %s", i, text), 6)
+		if err := os.WriteFile(filepath.Join(dir, split, id+".txt"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&meta, "%s,Book %d,1813,http://www.gutenberg.org/ebooks/%s\n", id, i, id)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metadata.csv"), []byte(meta.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func tinyRun(data, name, method string, extra map[string]any) sweeps.Run {
+	cfg := map[string]any{
+		"data":   map[string]any{"dir": data},
+		"model":  map[string]any{"d_model": 16, "n_layers": 1, "n_heads": 2, "ffn_mult": 2, "max_seq_len": 64, "tie_embeddings": true},
+		"train":  map[string]any{"steps": 5, "batch_size": 2, "seq_len": 16, "warmup_steps": 1, "ckpt_every": 2, "lr": 1e-2, "min_lr": 1e-3},
+		"eval":   map[string]any{"context_len": 12, "max_windows": 2, "batch_size": 2, "position_buckets": []any{4, 12}},
+		"method": map[string]any{"name": method},
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	return sweeps.Run{Sweep: "t", SweepFile: "t.toml", Name: name, Kind: "lm", Key: name + ",seed=0", ID: name + "id", Seed: 0, Config: cfg}
+}
+
+// cancelAfter cancels a context when the progress log shows a given text.
+type cancelAfter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	marker string
+	cancel func()
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.Write(p)
+	if c.marker != "" && strings.Contains(c.buf.String(), c.marker) {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+func metricOf(t *testing.T, dir, metric string) []results.Row {
+	t.Helper()
+	rows, err := results.ReadRows(filepath.Join(dir, results.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []results.Row
+	for _, r := range rows {
+		if r.Metric == metric {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestLMRunResumeAndFrom trains a tiny model, is interrupted after step 3, resumes from the checkpoint of step 2
+// to the same final numbers as an uninterrupted run, and serves an evaluation-only H2O run through `from`.
+func TestLMRunResumeAndFrom(t *testing.T) {
+	data := corpus(t)
+	out := t.TempDir()
+	run := tinyRun(data, "full", "full", nil)
+	if err := Validate(run); err != nil {
+		t.Fatal(err)
+	}
+	// Uninterrupted reference.
+	ref := filepath.Join(out, "t", "ref")
+	os.MkdirAll(ref, 0o755)
+	if err := Run(context.Background(), run, ref, "", Env{}); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupted after step 3, then resumed.
+	dir := filepath.Join(out, "t", "full")
+	os.MkdirAll(dir, 0o755)
+	ctx, cancel := context.WithCancel(context.Background())
+	log := &cancelAfter{marker: "step 3/5", cancel: cancel}
+	if err := Run(ctx, run, dir, "", Env{Log: log}); err == nil {
+		t.Fatal("interrupted run returned no error")
+	}
+	if _, err := os.Stat(filepath.Join(dir, results.MetricsFile)); err == nil {
+		t.Fatal("interrupted run wrote metrics.parquet")
+	}
+	log2 := &cancelAfter{}
+	if err := Run(context.Background(), run, dir, "", Env{Log: log2}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log2.buf.String(), "resuming") {
+		t.Errorf("second run did not resume: %q", log2.buf.String())
+	}
+	a, b := metricOf(t, ref, "loss"), metricOf(t, dir, "loss")
+	if len(a) != 5 || len(b) != 5 {
+		t.Fatalf("loss rows: %d and %d, want 5 each (one per step, none duplicated)", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].Step != b[i].Step || a[i].Value != b[i].Value {
+			t.Fatalf("step %d: uninterrupted loss %v, resumed %v", a[i].Step, a[i].Value, b[i].Value)
+		}
+	}
+	pa, pb := metricOf(t, ref, "ppl"), metricOf(t, dir, "ppl")
+	if len(pa) != 1 || pa[0].Value != pb[0].Value || math.IsNaN(pa[0].Value) {
+		t.Fatalf("ppl rows %v vs %v", pa, pb)
+	}
+	// Evaluation-only baseline on the trained model.
+	h2o := tinyRun(data, "h2o", "h2o", map[string]any{"method": map[string]any{"name": "h2o", "budget": 6, "recent": 2}})
+	h2o.FromKey, h2o.FromID = "full,seed=0", "fullid"
+	hdir := filepath.Join(out, "t", "h2o")
+	os.MkdirAll(hdir, 0o755)
+	if err := Run(context.Background(), h2o, hdir, dir, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	kv := metricOf(t, hdir, "kv_tokens")
+	if len(kv) != 1 || kv[0].Value > 6 {
+		t.Fatalf("h2o kv_tokens %v, want ≤ budget 6", kv)
+	}
+	if len(metricOf(t, hdir, "loss")) != 0 {
+		t.Fatal("evaluation-only run has training rows")
+	}
+}
+
+func TestValidateRefusesBadInput(t *testing.T) {
+	data := corpus(t)
+	cases := []struct {
+		name  string
+		run   sweeps.Run
+		field string
+	}{
+		{"unknown method", tinyRun(data, "x", "nast", nil), `did you mean "nats"`},
+		{"missing data folder", tinyRun(filepath.Join(data, "nope"), "x", "full", nil), "data.dir"},
+		{"unknown key", tinyRun(data, "x", "full", map[string]any{"train": map[string]any{"stepz": 3}}), "stepz"},
+		{"budget zero", tinyRun(data, "x", "tova", map[string]any{"method": map[string]any{"name": "tova", "budget": 0}}), "budget"},
+		{"heads", tinyRun(data, "x", "full", map[string]any{"model": map[string]any{"d_model": 16, "n_heads": 3}}), "model.n_heads"},
+		{"window vs chunk", tinyRun(data, "x", "nats", map[string]any{"method": map[string]any{"name": "nats", "window": 6, "chunk_size": 4}}), "method.window"},
+		{"negative lambda", tinyRun(data, "x", "nats", map[string]any{"method": map[string]any{"name": "nats", "lambda": -1.0}}), "method.lambda"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := Validate(c.run)
+			if err == nil || !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("Validate = %v, want an error mentioning %q", err, c.field)
+			}
+		})
+	}
+}
