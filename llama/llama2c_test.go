@@ -53,11 +53,13 @@ func TestAidreamsGreedyMatchesReference(t *testing.T) {
 	if len(got) < n/2 {
 		t.Fatalf("generation stopped after %d tokens", len(got))
 	}
-	noCache, err := r.GenerateNoCache(prompt, n)
+	start = time.Now()
+	noCache, err := r.GenerateNoCache(prompt, 20) // slow: a full forward per token
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !equalInts(noCache, got) {
+	t.Logf("GoMLX GenerateNoCache: 20 tokens in %v (a full forward of %d positions per token)", time.Since(start), capacityFor(len(prompt)+20))
+	if !equalInts(noCache, got[:min(20, len(got))]) {
 		t.Fatalf("GenerateNoCache differs:\n got %v\nwant %v", noCache, want)
 	}
 	text := tok.Decode(append(append([]int{}, prompt...), got...))
