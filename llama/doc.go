@@ -53,9 +53,13 @@
 //   - HF transformers' own logits: testdata/hf-tiny (tiny random Llama with llama3 scaling, GQA, untied; f32 and a
 //     bf16 sharded copy; made by scripts/make_hf_tiny.py) and testdata/hf-tiny-mistral (sliding_window 5, tied,
 //     made by testdata/gen/make_refs.py), both saved by transformers 5.17.0 on the GPU machine: max |Δlogit| 3e-8 to
-//     6e-8 in f32, ≤ 7e-4 with bf16 weights or bf16 compute (logits are ≤ 0.2 in size). TestHFReferenceLogits runs for each such folder present
-//     (config.json, weights, reference_logits.json {"tokens": [...], "logits": [[...]]}) and skips when none is.
-//     A check against a real released 8B checkpoint has not been run (no weights here).
+//     6e-8 in f32, ≤ 7e-4 with bf16 weights or bf16 compute (logits are ≤ 0.2 in size). TestHFReferenceLogits
+//     runs for each such folder present (config.json, weights, reference_logits.json {"tokens": [...],
+//     "logits": [[...]]}) and skips when none is. A check against a real released 8B checkpoint has not been run
+//     (no weights here).
+//   - Tokenizers: the Llama-3 and Mistral files are read from shared/data/tokenizers (NATSBENCH_SHARED_DATA, else
+//     /work/shared/data; the tests skip without them) and compared with testdata/tokenizer_refs.json; round trips
+//     on a Project Gutenberg excerpt. go test ./llama takes about 5 s on 2 cores.
 //
 // # Known limits
 //
