@@ -94,6 +94,25 @@ func TestAidreamsGreedyMatchesReference(t *testing.T) {
 	if d, _ := maxAbsDiff(lh.Data, lg.Data); d > 1e-4 {
 		t.Errorf("ToHalfLayout changes the logits by %g", d)
 	}
+	// Saved as a HF folder and loaded back, it is the same model (the interleaved one cannot be saved).
+	dir := t.TempDir()
+	if err := m.Save(dir, "F32"); err == nil {
+		t.Error("Save of an interleaved-RoPE model: no error")
+	}
+	if err := half.Save(dir, "F32"); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := NewRunner(goBackend(t), back).Forward([][]int{seq})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := maxAbsDiff(lb.Data, lh.Data); d != 0 {
+		t.Errorf("Save + Load changes the logits by %g", d)
+	}
 }
 
 func englishLike(s string) bool {
