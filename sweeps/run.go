@@ -159,3 +159,21 @@ func knownPaths(t reflect.Type, prefix string) []string {
 	}
 	return out
 }
+
+// ConfigTOML returns the run's resolved configuration as TOML, preceded by comments naming the run (the
+// config.toml the runner stores in the run folder).
+func (r Run) ConfigTOML() ([]byte, error) {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# run %s (id %s) of sweep %s (%s), kind %s, seed %d\n", r.Key, r.ID, r.Sweep, r.SweepFile, r.Kind, r.Seed)
+	if r.FromKey != "" {
+		fmt.Fprintf(&buf, "# from %s:%s (id %s)\n", r.FromSweep, r.FromKey, r.FromID)
+	}
+	if r.Smoke {
+		buf.WriteString("# smoke overrides applied\n")
+	}
+	buf.WriteString("\n")
+	if err := toml.NewEncoder(&buf).Encode(r.Config); err != nil {
+		return nil, fmt.Errorf("run %s: encode config: %w", r.Key, err)
+	}
+	return buf.Bytes(), nil
+}

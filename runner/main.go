@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"natsbench/experiments"
+	"natsbench/sweeps"
+)
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1 // a run failed or the sweep was interrupted
+	exitUsage  = 2 // bad flags, sweep file, configuration or results
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
+	stop()
+	os.Exit(code)
+}
+
+// run is main without the process: args without the program name; exec nil means experiments.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Executor) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "report":
+			return cmdReport(args[1:], stdout, stderr)
+		case "compare":
+			return cmdCompare(args[1:], stdout, stderr)
+		case "help", "-h", "-help", "--help":
+			usage(stderr)
+			return exitOK
+		}
+	}
+	fs := flag.NewFlagSet("runner", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { usage(stderr); fs.PrintDefaults() }
+	sweepFlag := fs.String("sweep", "", "sweep file; a bare name resolves under sweeps/ (pg19, pg19.toml)")
+	out := fs.String("out", "out", "output root: runs go to OUT/<sweep>/<run-id>/")
+	only := fs.String("only", "", "run only the runs whose key, key without seed, name or ID matches this glob")
+	dry := fs.Bool("dry-run", false, "print each run's key, ID and status (done, partial, todo) and exit")
+	smoke := fs.Bool("smoke", false, "apply the sweep's smoke overrides (a shrunken CPU check)")
+	backend := fs.String("backend", "", `GoMLX backend ("go", "xla:cuda", …); "" is the pure-Go default`)
+	device := fs.Int("device", -1, "GPU index for xla backends (-1: not set)")
+	force := fs.Bool("force", false, "rerun runs that are DONE, from scratch")
+	noReport := fs.Bool("no-report", false, "do not write tables and figures at the end")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "runner: unexpected arguments %q (sub-commands: report, compare)\n", fs.Args())
+		return exitUsage
+	}
+	if *sweepFlag == "" {
+		fmt.Fprintln(stderr, "runner: -sweep is required")
+		usage(stderr)
+		return exitUsage
+	}
+	sw, runs, err := loadSweep(*sweepFlag, *smoke)
+	if err != nil {
+		fmt.Fprintf(stderr, "runner: %v\n", err)
+		return exitUsage
+	}
+	if runs, err = selectRuns(runs, *only); err != nil {
+		fmt.Fprintf(stderr, "runner: %s: %v\n", sw.Path, err)
+		return exitUsage
+	}
+	o := options{Out: *out, Only: *only, Force: *force, DryRun: *dry, Backend: *backend, Device: *device, Log: stderr,
+		prov: currentProvenance()}
+	if *dry {
+		o.Log = stdout
+		dryRun(runs, o)
+		return exitOK
+	}
+	if exec == nil {
+		exec = experimentsExec{env: experiments.Env{Backend: *backend, Smoke: *smoke, Log: stderr, Commit: o.prov.Commit, Device: *device}}
+	}
+	if err := validateAll(runs, exec); err != nil {
+		fmt.Fprintf(stderr, "runner: %s: invalid runs, nothing was run:\n%v\n", sw.Path, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "sweep %s (%s): %d runs%s, output %s\n", sw.Name, sw.Path, len(runs), map[bool]string{true: ", smoke", false: ""}[*smoke],
+		filepath.Join(*out, sw.Name))
+	s := runSweep(ctx, runs, exec, o)
+	if !*noReport && s.Done+s.Skipped > 0 && !s.Interrupted {
+		if err := report(sw, *out, *smoke, false, io.Discard); err != nil {
+			fmt.Fprintf(stderr, "runner: report: %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "report: %s\n", filepath.Join(*out, sw.Name, "summary.md"))
+		}
+	}
+	printSummary(stderr, sw.Name, s, *out)
+	if s.Failed > 0 || s.Interrupted {
+		return exitFailed
+	}
+	return exitOK
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  runner -sweep FILE [-smoke] [-only GLOB] [-dry-run] [-force] [-out DIR] [-backend B] [-device N]
+      run or resume a sweep (a bare name resolves under sweeps/)
+  runner report -sweep FILE [-smoke] [-all] [-out DIR]
+      write OUT/<sweep>/{runs.parquet, summary.md, figures/} from stored results, training nothing
+  runner compare [-out DIR] [-x METRIC] [-y METRIC] [-task TASK] [-name NAME] [-smoke] SEL SEL...
+      compare runs side by side; SEL is a sweep ("ablations"), sweep:GLOB over keys without seed
+      ("pg19:nats*"), or a run ID; writes OUT/compare/<name>/{compare.md, compare.csv, compare.png, …}
+`)
+}
+
+// resolveSweep finds a sweep file: the path as given, else under sweeps/, with or without .toml.
+func resolveSweep(name string) string {
+	cands := []string{name}
+	if !strings.ContainsRune(name, filepath.Separator) {
+		cands = append(cands, filepath.Join("sweeps", name))
+	}
+	for _, c := range cands {
+		for _, p := range []string{c, c + ".toml"} {
+			if st, err := os.Stat(p); err == nil && !st.IsDir() {
+				return p
+			}
+		}
+	}
+	if !strings.ContainsRune(name, filepath.Separator) {
+		p := filepath.Join("sweeps", name)
+		if !strings.HasSuffix(p, ".toml") {
+			p += ".toml"
+		}
+		return p
+	}
+	return name
+}
+
+// loadSweep loads and expands a sweep.
+func loadSweep(name string, smoke bool) (*sweeps.Sweep, []sweeps.Run, error) {
+	sw, err := sweeps.Load(resolveSweep(name))
+	if err != nil {
+		return nil, nil, err
+	}
+	runs, err := sw.Expand(smoke)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sw, runs, nil
+}
+
+// experimentsExec runs runs with package experiments.
+type experimentsExec struct{ env experiments.Env }
+
+func (e experimentsExec) Validate(r sweeps.Run) error { return experiments.Validate(r) }
+
+func (e experimentsExec) Run(ctx context.Context, r sweeps.Run, dir, fromDir string) error {
+	return experiments.Run(ctx, r, dir, fromDir, e.env)
+}
+
+// currentProvenance reads the commit, dirty flag and versions once per launch (best effort).
+func currentProvenance() provenance {
+	p := provenance{GoVersion: runtime.Version()}
+	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		p.Commit = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
+			p.Dirty = len(strings.TrimSpace(string(st))) > 0
+		}
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/gomlx/gomlx" {
+				p.GoMLX = d.Version
+			}
+		}
+	}
+	p.Host, _ = os.Hostname()
+	return p
+}
