@@ -22,7 +22,7 @@ type Spec struct {
 	Y         string   // metric name
 	Panels    []string // several y metrics side by side (Y is ignored when set)
 	Series    string   // "name" (default), "method", "key", "sweep", "run", or a dotted config path; curves: one per key, or per run with "run"
-	Label     string   // dotted config path labelling each point ("" = none)
+	Label     string   // dotted config path labelling each point; "a,b": the first the run has ("" = none)
 	Task      string   // only rows of this task
 	Split     string   // only rows of this split
 	LogX      bool
@@ -196,9 +196,10 @@ func Data(spec Spec, rows []results.Row, configs Configs) ([]Series, error) {
 		s := groups[g]
 		p := Point{X: meanOf(s.xs), N: len(s.ys)}
 		p.Y, p.Lo, p.Hi = spread(s.ys, spec.ErrorBars)
-		if spec.Label != "" {
-			if v, ok := getPath(configs[s.runs[0].RunID], spec.Label); ok {
+		for _, lp := range strings.Split(spec.Label, ",") { // the first path the run's config has
+			if v, ok := getPath(configs[s.runs[0].RunID], strings.TrimSpace(lp)); ok && lp != "" {
 				p.Label = formatValue(v)
+				break
 			}
 		}
 		bySeries[g.series] = append(bySeries[g.series], p)

@@ -69,7 +69,7 @@ func fakeSweep() ([]results.Row, Configs) {
 }
 
 var specs = []Spec{
-	{ID: "pg19_ppl_vs_kv", X: "kv_fraction", Y: "ppl", Series: "name", Label: "method.lambda", Task: "pg19", LogX: true, ErrorBars: "ci95"},
+	{ID: "pg19_ppl_vs_kv", X: "kv_fraction", Y: "ppl", Series: "name", Label: "method.lambda,method.budget", Task: "pg19", LogX: true, ErrorBars: "ci95"},
 	{ID: "pg19_ppl_vs_kv_minmax", X: "kv_fraction", Y: "ppl", Series: "method", Label: "method.budget", Task: "pg19", ErrorBars: "minmax"},
 	{ID: "nll_by_position", X: "x", Y: "nll_bucket", Series: "key", Task: "pg19"},
 	{ID: "train_loss", Kind: "curve", Y: "loss", Series: "name", Task: "train", ErrorBars: "none"},

@@ -28,6 +28,11 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { // the first Ctrl-C cancels the running run gracefully; a second one kills the process
+		<-ctx.Done()
+		stop()
+		fmt.Fprintln(os.Stderr, "\nrunner: interrupting (the run resumes on the next launch); Ctrl-C again to kill")
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
 	stop()
 	os.Exit(code)
@@ -58,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 	device := fs.Int("device", -1, "GPU index for xla backends (-1: not set)")
 	force := fs.Bool("force", false, "rerun runs that are DONE, from scratch")
 	noReport := fs.Bool("no-report", false, "do not write tables and figures at the end")
+	stale := fs.Bool("stale", false, "with -dry-run: list only runs made at another commit than the checkout's")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -84,8 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 	}
 	o := options{Out: *out, Only: *only, Force: *force, DryRun: *dry, Backend: *backend, Device: *device, Log: stderr,
 		prov: currentProvenance()}
-	if *dry {
-		o.Log = stdout
+	if *dry || *stale {
+		o.Log, o.Stale = stdout, *stale
 		dryRun(runs, o)
 		return exitOK
 	}
@@ -115,7 +121,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
-  runner -sweep FILE [-smoke] [-only GLOB] [-dry-run] [-force] [-out DIR] [-backend B] [-device N]
+  runner -sweep FILE [-smoke] [-only GLOB] [-dry-run] [-stale] [-force] [-out DIR] [-backend B] [-device N]
       run or resume a sweep (a bare name resolves under sweeps/)
   runner report -sweep FILE [-smoke] [-all] [-out DIR]
       write OUT/<sweep>/{runs.parquet, summary.md, figures/} from stored results, training nothing

@@ -31,6 +31,7 @@ type options struct {
 	Only    string    // glob over keys, keys without seed, names and IDs ("" = all)
 	Force   bool      // rerun DONE runs from scratch
 	DryRun  bool      // list runs and their status only
+	Stale   bool      // dry run: only runs made at another commit
 	Backend string    // recorded in manifests
 	Device  int       // recorded in manifests (-1: not set)
 	Log     io.Writer // headers and summary
@@ -95,13 +96,18 @@ func dryRun(runs []sweeps.Run, o options) {
 			fst := results.FolderStatus(fromDir(o.Out, r))
 			extra = fmt.Sprintf("  from %s:%s (%s)", r.FromSweep, r.FromKey, fst)
 		}
+		stale := false
 		if m, err := results.ReadManifest(runDir(o.Out, r)); err == nil {
 			if m.Status == results.StatusFailed {
 				extra += "  last attempt failed: " + firstLine(m.Error)
 			}
 			if o.prov.Commit != "" && m.Commit != "" && m.Commit != o.prov.Commit {
 				extra += "  stale: made at " + short(m.Commit)
+				stale = true
 			}
+		}
+		if o.Stale && !stale {
+			continue
 		}
 		fmt.Fprintf(o.Log, "[%d/%d] %s  %s  %s%s\n", i+1, len(runs), r.Key, r.ID, st, extra)
 	}
@@ -151,10 +157,12 @@ func runSweep(ctx context.Context, runs []sweeps.Run, exec Executor, o options) 
 		}
 		fmt.Fprintf(o.Log, "%s→running\n", head)
 		s.Ran++
+		t0 := time.Now()
 		err := runOne(ctx, r, dir, exec, o, failed)
 		switch {
 		case err == nil:
 			s.Done++
+			fmt.Fprintf(o.Log, "  done %s in %s\n", r.Key, time.Since(t0).Round(time.Second))
 		case ctx.Err() != nil:
 			fmt.Fprintf(o.Log, "  interrupted: %s (resumes on the next launch)\n", r.Key)
 			s.Interrupted = true

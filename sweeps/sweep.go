@@ -51,7 +51,7 @@ type Figure struct {
 	Y         string   `toml:"y"`         // metric name (required unless panels is set)
 	Panels    []string `toml:"panels"`    // several y metrics drawn side by side (plot.Align)
 	Series    string   `toml:"series"`    // "name" (default), "method", "key", "sweep" or a dotted config path
-	Label     string   `toml:"label"`     // dotted config path whose value labels each point (e.g. "method.lambda")
+	Label     string   `toml:"label"`     // dotted config path labelling each point; "a,b": the first one the run has
 	Task      string   `toml:"task"`      // only rows of this task ("" = any)
 	Split     string   `toml:"split"`     // only rows of this split ("" = any)
 	LogX      bool     `toml:"logx"`      // logarithmic x axis
