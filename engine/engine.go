@@ -1,0 +1,783 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"natsbench/kvcache"
+	"natsbench/model"
+)
+
+// Options tunes an Engine. The zero value is usable.
+type Options struct {
+	// EOS lists token ids that end a row's generation in Decode.
+	EOS []int32
+	// Staging is R, the number of decoded tokens whose K/V wait in a small staging buffer before they are moved
+	// into the committed cache (one pass over the cache every R steps, so that no decoding step rewrites the
+	// large buffers). Default 32.
+	Staging int
+	// MaxUpdates is the most validity changes per (layer, batch row, KV head) sent with one decoding step; a step
+	// with more (e.g. a NAtS Global token evicting many Local ones) uploads the whole validity mask. Default 8.
+	MaxUpdates int
+	// MemLimitBytes bounds the K/V buffers (committed cache plus staging; during prefill also the chunk's K/V),
+	// in bytes; 0 means no limit. GoMLX does not report free device memory, so the caller passes the limit.
+	MemLimitBytes int64
+	// MaxNewTokens is the number of tokens the caller means to decode after the prompt; it only sizes the first
+	// allocation of policies with a known bound (Full: prompt + new tokens; StreamingLLM, H2O, TOVA: the budget).
+	MaxNewTokens int
+	// InitialCap overrides the first capacity (rounded up to a kvcache.Bucket); 0 = automatic: the policy's
+	// bound for bounded policies, kvcache.Bucket(0) for NAtS, which then grows with what it keeps.
+	InitialCap int
+	// AllLogits makes Prefill return the logits of every prompt position (tests), not only the last.
+	AllLogits bool
+}
+
+// Engine is a KV-cache inference engine for one model and one cache policy: chunked prefill of a batch of
+// equal-length prompts, then greedy token-by-token decoding. The Masker (nil = causal) gives the NAtS roles
+// (model.DecodeRoler); the Evictor (nil = keep everything) decides which keys survive. Set the exported fields
+// (or use New) and call Prefill, then Decode or Step. An Engine is not safe for concurrent use.
+type Engine struct {
+	Cfg     model.Config
+	Masker  model.Masker
+	Evictor kvcache.Evictor
+	Params  *model.Params
+	// Backend runs the graphs; nil opens model.NewBackend("") (the pure-Go backend unless NATSBENCH_BACKEND says
+	// otherwise).
+	Backend compute.Backend
+	Options Options
+
+	ok                                           bool
+	spec                                         spec
+	prefillExec, probeExec, stepExec, commitExec *graph.Exec
+
+	tab        table
+	batch      int
+	K, V       []*tensors.Tensor // committed cache per layer `[B, KV, devCap, hd]`
+	Kr, Vr     []*tensors.Tensor // staging per layer `[B, KV, R, hd]`
+	valid      *tensors.Tensor   // `[L, B, KV, devCap+R]` float32, device copy of the validity
+	state      *tensors.Tensor   // `[L, B, d]` float32 NAtS chunk pool
+	devCap     int
+	pos, base  int32 // next position; first staged position
+	next       []int32
+	lastLogits *tensors.Tensor
+	needFull   bool
+	updIdx     []int32 // [rows·E] flat indices into valid
+	updVal     []float32
+	updN       []int32 // per row
+	garbage    []*tensors.Tensor
+	peakCache  int64
+	peakTotal  int64
+}
+
+// New returns an engine after checking the configuration, the parameters against the model's specs, and the
+// policy (its Validate, and for NAtS that the masker's window and chunk agree with the evictor's).
+func New(backend compute.Backend, cfg model.Config, m model.Masker, ev kvcache.Evictor, p *model.Params, opt Options) (*Engine, error) {
+	e := &Engine{Cfg: cfg, Masker: m, Evictor: ev, Params: p, Backend: backend, Options: opt}
+	return e, e.init()
+}
+
+func (e *Engine) init() error {
+	if e.ok {
+		return nil
+	}
+	if err := e.Cfg.Validate(); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if e.Params == nil {
+		return errors.New("engine: no parameters (Engine.Params is nil)")
+	}
+	want := model.Specs(e.Cfg, e.Masker)
+	if len(want) != len(e.Params.Specs) {
+		return fmt.Errorf("engine: %d parameters, the model with masker %T has %d", len(e.Params.Specs), e.Masker, len(want))
+	}
+	for i, s := range want {
+		if got := e.Params.Specs[i]; got.Name != s.Name || !slices.Equal(got.Dims, s.Dims) {
+			return fmt.Errorf("engine: parameter %d is %q %v, the model wants %q %v", i, got.Name, got.Dims, s.Name, s.Dims)
+		}
+	}
+	sp, err := newSpec(e.Masker, e.Evictor)
+	if err != nil {
+		return err
+	}
+	e.spec = sp
+	if e.Options.Staging <= 0 {
+		e.Options.Staging = 32
+	}
+	if e.Options.MaxUpdates < 2 {
+		e.Options.MaxUpdates = 8
+	}
+	if e.Options.MemLimitBytes < 0 {
+		return fmt.Errorf("engine: Options.MemLimitBytes = %d: must be ≥ 0", e.Options.MemLimitBytes)
+	}
+	if e.Backend == nil {
+		if e.Backend, err = model.NewBackend(""); err != nil {
+			return err
+		}
+	}
+	n := len(e.Params.Specs)
+	mk := func(fn func(in []*graph.Node) []*graph.Node) (*graph.Exec, error) {
+		x, err := graph.NewExec(e.Backend, fn)
+		if err != nil {
+			return nil, err
+		}
+		return x.SetMaxCache(512), nil
+	}
+	if e.prefillExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.prefillGraph(in[:n], in[n:], false) }); err != nil {
+		return err
+	}
+	if e.probeExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.prefillGraph(in[:n], in[n:], true) }); err != nil {
+		return err
+	}
+	if e.stepExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.stepGraph(in[:n], in[n:]) }); err != nil {
+		return err
+	}
+	if e.commitExec, err = mk(e.commitGraph); err != nil {
+		return err
+	}
+	e.ok = true
+	return nil
+}
+
+// elemBytes is the size of one K/V element.
+func (e *Engine) elemBytes() int64 { return int64(e.computeDType().Size()) }
+
+// cacheBytes is the size of the K/V buffers (committed capacity plus staging) for batch b.
+func (e *Engine) cacheBytes(b, capacity int) int64 {
+	return 2 * int64(e.Cfg.NLayers) * int64(b) * int64(e.Cfg.KVHeads()) * int64(capacity+e.Options.Staging) *
+		int64(e.Cfg.HeadDim()) * e.elemBytes()
+}
+
+func (e *Engine) checkMem(what string, b, capacity, extra int) error {
+	lim := e.Options.MemLimitBytes
+	if lim == 0 {
+		return nil
+	}
+	need := e.cacheBytes(b, capacity) + 2*int64(e.Cfg.NLayers)*int64(b)*int64(e.Cfg.KVHeads())*int64(extra)*int64(e.Cfg.HeadDim())*e.elemBytes()
+	if need > lim {
+		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d), over Options.MemLimitBytes = %d",
+			what, need, capacity, b, lim)
+	}
+	return nil
+}
+
+// initialCap is the first capacity for n = prompt + MaxNewTokens tokens.
+func (e *Engine) initialCap(n int) int {
+	switch {
+	case e.Options.InitialCap > 0:
+		return kvcache.Bucket(e.Options.InitialCap)
+	case e.spec.kind == kindNAtS:
+		return kvcache.Bucket(0)
+	case e.Evictor == nil:
+		return kvcache.Bucket(n)
+	}
+	return kvcache.Bucket(e.Evictor.Capacity(n))
+}
+
+// PrefillResult is what Prefill returns.
+type PrefillResult struct {
+	// Logits are `[batch, vocab]` for the last prompt token, or `[batch, len, vocab]` with Options.AllLogits.
+	Logits []float32
+	// Next is the greedy next token per row (the first token Decode emits).
+	Next []int32
+	// Seconds is the wall time of the prefill; HostSeconds the part spent in the host slot table.
+	Seconds, HostSeconds float64
+	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
+	Chunks, Chunk int
+}
+
+// Prefill resets the engine and feeds a batch of equal-length prompts into the cache, chunk tokens at a time.
+// Each chunk runs one compiled graph per (batch, chunk, capacity) — the last, partial chunk is padded to the same
+// length and its padding masked — then the host applies the policy token by token, and one more graph moves the
+// chunk's surviving K/V into the committed cache (growing it when the policy needs more slots). For NAtS the chunk
+// must be a multiple of the NAtS chunk size.
+func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
+	if err := e.init(); err != nil {
+		return PrefillResult{}, err
+	}
+	B := len(prompt)
+	if B == 0 || len(prompt[0]) == 0 {
+		return PrefillResult{}, errors.New("engine: Prefill: empty prompt")
+	}
+	P := len(prompt[0])
+	for b, row := range prompt {
+		if len(row) != P {
+			return PrefillResult{}, fmt.Errorf("engine: Prefill: prompt row %d has %d tokens, row 0 has %d (rows must have equal length)", b, len(row), P)
+		}
+		for i, tok := range row {
+			if tok < 0 || int(tok) >= e.Cfg.VocabSize {
+				return PrefillResult{}, fmt.Errorf("engine: Prefill: prompt row %d position %d: token %d outside the vocabulary [0, %d)", b, i, tok, e.Cfg.VocabSize)
+			}
+		}
+	}
+	if P > e.Cfg.MaxSeqLen {
+		return PrefillResult{}, fmt.Errorf("engine: Prefill: prompt of %d tokens is longer than model.max_seq_len = %d", P, e.Cfg.MaxSeqLen)
+	}
+	if chunk < 1 {
+		return PrefillResult{}, fmt.Errorf("engine: Prefill: chunk = %d: must be ≥ 1", chunk)
+	}
+	C := max(e.spec.chunk, 1)
+	if chunk%C != 0 {
+		return PrefillResult{}, fmt.Errorf("engine: Prefill: chunk = %d is not a multiple of the NAtS chunk size %d", chunk, C)
+	}
+	T := min(chunk, (P+C-1)/C*C)
+	capacity := e.initialCap(P + e.Options.MaxNewTokens)
+	if err := e.checkMem("prefill", B, capacity, T); err != nil {
+		return PrefillResult{}, err
+	}
+	start := time.Now()
+	if err := e.reset(B, capacity); err != nil {
+		return PrefillResult{}, err
+	}
+	L, H, V := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.VocabSize
+	rows := L * B * H
+	res := PrefillResult{Chunk: T}
+	if e.Options.AllLogits {
+		res.Logits = make([]float32, B*P*V)
+	}
+	var hostDur time.Duration
+	tokens := make([]int32, B*T)
+	roles := make([]uint8, rows)
+	var attnT [][]float32
+	for pos0 := 0; pos0 < P; pos0 += T {
+		n := min(T, P-pos0)
+		clear(tokens)
+		for b := range prompt {
+			copy(tokens[b*T:], prompt[b][pos0:pos0+n])
+		}
+		sPos, sRole := e.slotTensors()
+		args := e.paramArgs()
+		args = append(args, tensors.FromFlatDataAndDimensions(tokens, B, T), int32(pos0), int32(n-1))
+		for _, k := range e.K {
+			args = append(args, k)
+		}
+		for _, v := range e.V {
+			args = append(args, v)
+		}
+		args = append(args, sPos, sRole)
+		out, err := e.prefillExec.Exec(args...)
+		if err != nil {
+			return res, fmt.Errorf("engine: prefill chunk at position %d: %w", pos0, err)
+		}
+		kc, vc := out[:L], out[L:2*L]
+		logits, argmax, state := out[2*L], out[2*L+1], out[2*L+2]
+		k := 2*L + 3
+		var hRoles []int32
+		if e.spec.kind == kindNAtS {
+			hRoles = tensors.MustCopyFlatData[int32](out[k]) // [L, B, KV, T]
+			k++
+		}
+		var hAttn []float32
+		if e.spec.needs&(kvcache.AccAttn|kvcache.LastAttn) != 0 {
+			hAttn = tensors.MustCopyFlatData[float32](out[k]) // [L, B, KV, T, devCap+T]
+			if attnT == nil {
+				attnT = make([][]float32, L)
+			}
+		}
+		e.next = tensors.MustCopyFlatData[int32](argmax)
+		e.flushGarbage()
+		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
+		hostStart := time.Now()
+		devCap := e.devCap
+		for t := 0; t < n; t++ {
+			pos := int32(pos0 + t)
+			if err := e.place(pos, T); err != nil {
+				return res, err
+			}
+			if hRoles != nil {
+				for r := range roles {
+					roles[r] = uint8(hRoles[r*T+t])
+				}
+			}
+			var at [][]float32
+			if hAttn != nil {
+				at = e.chunkAttn(attnT, hAttn, t, T, devCap, int32(pos0))
+			}
+			var rr []uint8
+			if hRoles != nil {
+				rr = roles
+			}
+			if err := e.tab.End(pos, rr, at, nil); err != nil {
+				return res, err
+			}
+		}
+		hostDur += time.Since(hostStart)
+		if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
+			return res, err
+		}
+		e.state = state
+		e.lastLogits = logits
+		if e.Options.AllLogits {
+			lg := tensors.MustCopyFlatData[float32](logits)
+			for b := 0; b < B; b++ {
+				copy(res.Logits[(b*P+pos0)*V:(b*P+pos0+n)*V], lg[b*T*V:(b*T+n)*V])
+			}
+		}
+		res.Chunks++
+	}
+	e.pos, e.base = int32(P), int32(P)
+	e.needFull = true
+	if !e.Options.AllLogits {
+		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
+	}
+	res.Next = slices.Clone(e.next)
+	res.Seconds = time.Since(start).Seconds()
+	res.HostSeconds = hostDur.Seconds()
+	return res, nil
+}
+
+// chunkAttn fills, for chunk token t, the attention per table slot from the chunk graph's attention
+// `[L, B, KV, T, devCap+T]`: a cached slot reads its own column, a slot holding chunk token u reads column devCap+u.
+func (e *Engine) chunkAttn(dst [][]float32, src []float32, t, T, devCap int, pos0 int32) [][]float32 {
+	cp := e.tab.Cap()
+	w := devCap + T
+	bh := e.batch * e.Cfg.KVHeads()
+	for l, layer := range e.tab.Layers() {
+		if len(dst[l]) != bh*cp {
+			dst[l] = make([]float32, bh*cp)
+		}
+		for r := 0; r < bh; r++ {
+			row := src[((l*bh+r)*T+t)*w : ((l*bh+r)*T+t+1)*w]
+			out := dst[l][r*cp : (r+1)*cp]
+			for s, p := range layer.Pos[r*cp : (r+1)*cp] {
+				switch {
+				case p < 0:
+					out[s] = 0
+				case p < pos0:
+					out[s] = row[s]
+				default:
+					out[s] = row[devCap+int(p-pos0)]
+				}
+			}
+		}
+	}
+	return dst
+}
+
+// reset empties the engine for a new batch with the given capacity.
+func (e *Engine) reset(B, capacity int) error {
+	t, err := newTable(e.spec, e.Evictor, e.Cfg.NLayers, B, e.Cfg.KVHeads(), capacity)
+	if err != nil {
+		return err
+	}
+	e.tab, e.batch = t, B
+	L, KV, hd, R := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim(), e.Options.Staging
+	e.K, e.V = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
+	e.Kr, e.Vr = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
+	for l := 0; l < L; l++ {
+		e.K[l], e.V[l] = e.zeros(B, KV, capacity, hd), e.zeros(B, KV, capacity, hd)
+		e.Kr[l], e.Vr[l] = e.zeros(B, KV, R, hd), e.zeros(B, KV, R, hd)
+	}
+	e.devCap = capacity
+	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
+	e.valid = nil
+	e.pos, e.base = 0, 0
+	e.next, e.lastLogits = nil, nil
+	rows := L * B * KV
+	E := e.Options.MaxUpdates
+	e.updIdx, e.updVal, e.updN = make([]int32, rows*E), make([]float32, rows*E), make([]int32, rows)
+	e.needFull = true
+	e.peakCache, e.peakTotal = 0, 0
+	e.track(0)
+	return nil
+}
+
+// zeros is a zero K/V tensor in the storage dtype.
+func (e *Engine) zeros(dims ...int) *tensors.Tensor {
+	return tensors.FromShape(shapes.Make(e.computeDType(), dims...))
+}
+
+// track records the peak K/V bytes: the committed cache and staging, plus extra (a prefill chunk's K/V).
+func (e *Engine) track(extra int64) {
+	c := e.cacheBytes(e.batch, e.devCap)
+	e.peakCache = max(e.peakCache, c)
+	e.peakTotal = max(e.peakTotal, c+extra)
+}
+
+func (e *Engine) paramArgs() []any {
+	args := make([]any, 0, len(e.Params.Values)+8*e.Cfg.NLayers+8)
+	for _, v := range e.Params.Values {
+		args = append(args, v)
+	}
+	return args
+}
+
+// slotTensors returns the table's positions and roles `[L, B, KV, Cap]` as int32 tensors.
+func (e *Engine) slotTensors() (pos, role *tensors.Tensor) {
+	L, B, H, cp := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.tab.Cap()
+	p := make([]int32, 0, L*B*H*cp)
+	r := make([]int32, 0, L*B*H*cp)
+	for _, l := range e.tab.Layers() {
+		p = append(p, l.Pos...)
+		for _, x := range l.Role {
+			r = append(r, int32(x))
+		}
+	}
+	return tensors.FromFlatDataAndDimensions(p, L, B, H, cp), tensors.FromFlatDataAndDimensions(r, L, B, H, cp)
+}
+
+// place puts pos in the table, growing it (up to the memory limit) when a row is full. extra is the number of
+// chunk tokens whose K/V are held beside the cache meanwhile (for the memory check).
+func (e *Engine) place(pos int32, extra int) error {
+	err := e.tab.Place(pos)
+	if errors.Is(err, kvcache.ErrFull) {
+		nc := e.tab.NextCap()
+		if err := e.checkMem(fmt.Sprintf("growing the cache to %d slots at position %d", nc, pos), e.batch, nc, extra); err != nil {
+			return err
+		}
+		e.tab.Grow(nc)
+		err = e.tab.Place(pos)
+	}
+	if err != nil {
+		return fmt.Errorf("engine: position %d: %w", pos, err)
+	}
+	return nil
+}
+
+// commit moves the staged tokens at positions [base, upto) into the committed cache, resizing it to the table's
+// capacity; sk, sv are the staged K/V per layer (`[B, KV, S, hd]`, position base at index 0).
+func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
+	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
+	nc := e.tab.Cap()
+	src := make([]int32, L*B*H*nc)
+	for li, l := range e.tab.Layers() {
+		for k, p := range l.Pos {
+			s := k % nc
+			i := li*B*H*nc + k
+			switch {
+			case p >= base && p < upto:
+				src[i] = int32(e.devCap) + p - base
+			case s < e.devCap:
+				src[i] = int32(s)
+			}
+		}
+	}
+	args := make([]any, 0, 4*L+1)
+	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
+		for _, x := range t {
+			args = append(args, x)
+		}
+	}
+	args = append(args, tensors.FromFlatDataAndDimensions(src, L, B, H, nc))
+	out, err := e.commitExec.Exec(args...)
+	if err != nil {
+		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
+	}
+	e.garbage = append(e.garbage, e.K...)
+	e.garbage = append(e.garbage, e.V...)
+	e.K, e.V = out[:L], out[L:]
+	e.devCap = nc
+	e.base = upto
+	e.needFull = true
+	e.track(0)
+	return nil
+}
+
+// flushGarbage frees replaced device buffers; called after a host read has synchronised the device.
+func (e *Engine) flushGarbage() {
+	for _, t := range e.garbage {
+		if t != nil {
+			_ = t.FinalizeAll()
+		}
+	}
+	e.garbage = e.garbage[:0]
+}
+
+// buildValid returns the validity `[L, B, KV, devCap+R]` from the table: a slot holding a committed position
+// marks its cache column, a staged position its staging column.
+func (e *Engine) buildValid() *tensors.Tensor {
+	L, B, H, R := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.Options.Staging
+	w := e.devCap + R
+	v := make([]float32, L*B*H*w)
+	cp := e.tab.Cap()
+	for li, l := range e.tab.Layers() {
+		for k, p := range l.Pos {
+			if p < 0 {
+				continue
+			}
+			row := li*B*H + k/cp
+			if p < e.base {
+				v[row*w+k%cp] = 1
+			} else if int(p-e.base) < R {
+				v[row*w+e.devCap+int(p-e.base)] = 1
+			}
+		}
+	}
+	return tensors.FromFlatDataAndDimensions(v, L, B, H, w)
+}
+
+// onEvict queues the validity change of a freed slot for the next step.
+func (e *Engine) onEvict(row, slot int, pos int32) {
+	if e.needFull {
+		return
+	}
+	w := e.devCap + e.Options.Staging
+	idx := row*w + slot
+	if pos >= e.base {
+		idx = row*w + e.devCap + int(pos-e.base)
+	}
+	E := int32(e.Options.MaxUpdates)
+	n := e.updN[row]
+	if n >= E-1 { // keep one entry for the next token
+		e.needFull = true
+		return
+	}
+	e.updIdx[int32(row)*E+n], e.updVal[int32(row)*E+n] = int32(idx), -1
+	e.updN[row] = n + 1
+}
+
+// StepOut is the result of one decoding step.
+type StepOut struct {
+	// Logits are `[batch, vocab]` (only from Step; Decode keeps the last step's on the device).
+	Logits []float32
+	// Argmax is the greedy next token per row.
+	Argmax []int32
+	// Seconds is the wall time of the step; HostSeconds the part spent in the host table.
+	Seconds, HostSeconds float64
+}
+
+// Step feeds tokens `[batch]` at the next position (teacher forcing) and returns the step's logits and argmax.
+func (e *Engine) Step(tokens []int32) (StepOut, error) {
+	out, err := e.step(tokens)
+	if err != nil {
+		return out, err
+	}
+	out.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
+	return out, nil
+}
+
+// step runs one decoding step; the logits stay on the device (e.lastLogits).
+func (e *Engine) step(tokens []int32) (StepOut, error) {
+	if e.tab == nil || e.next == nil {
+		return StepOut{}, errors.New("engine: decoding before Prefill")
+	}
+	if len(tokens) != e.batch {
+		return StepOut{}, fmt.Errorf("engine: step with %d tokens, the batch has %d rows", len(tokens), e.batch)
+	}
+	for b, tok := range tokens {
+		if tok < 0 || int(tok) >= e.Cfg.VocabSize {
+			return StepOut{}, fmt.Errorf("engine: step row %d: token %d outside the vocabulary [0, %d)", b, tok, e.Cfg.VocabSize)
+		}
+	}
+	pos := e.pos
+	if int(pos) >= e.Cfg.MaxSeqLen {
+		return StepOut{}, fmt.Errorf("engine: position %d is past model.max_seq_len = %d", pos, e.Cfg.MaxSeqLen)
+	}
+	start := time.Now()
+	R := e.Options.Staging
+	if int(pos-e.base) >= R {
+		if err := e.commit(e.Kr, e.Vr, e.base, pos); err != nil {
+			return StepOut{}, err
+		}
+	}
+	hostStart := time.Now()
+	if err := e.place(pos, 0); err != nil {
+		return StepOut{}, err
+	}
+	host := time.Since(hostStart)
+	if e.tab.Cap() != e.devCap {
+		if err := e.commit(e.Kr, e.Vr, e.base, pos); err != nil {
+			return StepOut{}, err
+		}
+	}
+	ridx := pos - e.base
+	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
+	rows := L * B * H
+	E := e.Options.MaxUpdates
+	w := e.devCap + R
+	if e.needFull {
+		e.valid = e.buildValid()
+		clear(e.updIdx)
+		clear(e.updVal)
+	} else {
+		for r := 0; r < rows; r++ {
+			n := int(e.updN[r])
+			e.updIdx[r*E+n], e.updVal[r*E+n] = int32(r*w+e.devCap+int(ridx)), 1
+			for k := n + 1; k < E; k++ {
+				e.updIdx[r*E+k], e.updVal[r*E+k] = 0, 0
+			}
+		}
+	}
+	args := e.paramArgs()
+	args = append(args, tensors.FromFlatDataAndDimensions(slices.Clone(tokens), B), pos, ridx)
+	for _, t := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr} {
+		for _, x := range t {
+			args = append(args, x)
+		}
+	}
+	args = append(args, e.valid, e.state, tensors.FromFlatDataAndDimensions(slices.Clone(e.updIdx), rows*E, 1),
+		tensors.FromFlatDataAndDimensions(slices.Clone(e.updVal), rows*E))
+	out, err := e.stepExec.Exec(args...)
+	if err != nil {
+		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, err)
+	}
+	e.garbage = append(e.garbage, e.Kr...)
+	e.garbage = append(e.garbage, e.Vr...)
+	e.garbage = append(e.garbage, e.valid, e.state)
+	if e.lastLogits != nil {
+		e.garbage = append(e.garbage, e.lastLogits)
+	}
+	e.Kr, e.Vr = out[:L], out[L:2*L]
+	e.valid, e.state = out[2*L], out[2*L+1]
+	argmax := tensors.MustCopyFlatData[int32](out[2*L+2])
+	e.lastLogits = out[2*L+3]
+	k := 2*L + 4
+	var roles []uint8
+	if e.spec.kind == kindNAtS {
+		r32 := tensors.MustCopyFlatData[int32](out[k])
+		roles = make([]uint8, len(r32))
+		for i, x := range r32 {
+			roles[i] = uint8(x)
+		}
+		k++
+	}
+	var attn [][]float32
+	if e.spec.needs&(kvcache.AccAttn|kvcache.LastAttn) != 0 {
+		a := tensors.MustCopyFlatData[float32](out[k])
+		attn = e.stepAttn(a)
+	}
+	e.flushGarbage()
+	hostStart = time.Now()
+	e.needFull = false
+	clear(e.updN)
+	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
+		return StepOut{}, err
+	}
+	host += time.Since(hostStart)
+	e.pos++
+	e.next = argmax
+	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds()}, nil
+}
+
+// stepAttn maps the step's attention `[L, B, KV, devCap+R]` to table slots `[L][B·KV·Cap]`.
+func (e *Engine) stepAttn(a []float32) [][]float32 {
+	cp, w := e.tab.Cap(), e.devCap+e.Options.Staging
+	bh := e.batch * e.Cfg.KVHeads()
+	out := make([][]float32, e.Cfg.NLayers)
+	for li, l := range e.tab.Layers() {
+		out[li] = make([]float32, bh*cp)
+		for k, p := range l.Pos {
+			r := li*bh + k/cp
+			switch {
+			case p < 0:
+			case p < e.base:
+				out[li][k] = a[r*w+k%cp]
+			default:
+				out[li][k] = a[r*w+e.devCap+int(p-e.base)]
+			}
+		}
+	}
+	return out
+}
+
+// DecodeResult is what Decode returns.
+type DecodeResult struct {
+	// Tokens are the emitted tokens per row (a row stops after an EOS token).
+	Tokens [][]int32
+	// Logits are `[batch, vocab]` of the last step (they predict Next); nil when no step ran.
+	Logits []float32
+	// Next is the greedy token after the last step.
+	Next []int32
+	// StepSeconds is the wall time of every step; Seconds the total; HostSeconds the host-table part.
+	StepSeconds          []float64
+	Seconds, HostSeconds float64
+}
+
+// Decode emits up to n tokens per row greedily: each emitted token is the pending greedy choice (the first comes
+// from Prefill), and is then fed through one decoding step whose argmax becomes the next pending choice. A row
+// ends after emitting an EOS token (Options.EOS); decoding stops when every row has ended (the last EOS is not
+// fed) or after n steps.
+func (e *Engine) Decode(n int) (DecodeResult, error) {
+	if n < 0 {
+		return DecodeResult{}, fmt.Errorf("engine: Decode(%d): n must be ≥ 0", n)
+	}
+	if e.tab == nil || e.next == nil {
+		return DecodeResult{}, errors.New("engine: Decode before Prefill")
+	}
+	if int(e.pos)+n > e.Cfg.MaxSeqLen {
+		return DecodeResult{}, fmt.Errorf("engine: Decode(%d) at position %d would pass model.max_seq_len = %d", n, e.pos, e.Cfg.MaxSeqLen)
+	}
+	if e.spec.kind != kindNAtS {
+		bound := int(e.pos) + n
+		if e.Evictor != nil {
+			bound = e.Evictor.Capacity(bound)
+		}
+		if err := e.checkMem(fmt.Sprintf("decoding %d tokens", n), e.batch, max(e.tab.Cap(), kvcache.Bucket(bound)), 0); err != nil {
+			return DecodeResult{}, err
+		}
+	}
+	start := time.Now()
+	res := DecodeResult{Tokens: make([][]int32, e.batch)}
+	done := make([]bool, e.batch)
+	tok := make([]int32, e.batch)
+	for i := 0; i < n; i++ {
+		all := true
+		for b := range tok {
+			tok[b] = e.next[b]
+			if !done[b] {
+				res.Tokens[b] = append(res.Tokens[b], tok[b])
+				done[b] = slices.Contains(e.Options.EOS, tok[b])
+			}
+			all = all && done[b]
+		}
+		if all {
+			break
+		}
+		so, err := e.step(tok)
+		if err != nil {
+			return res, err
+		}
+		res.StepSeconds = append(res.StepSeconds, so.Seconds)
+		res.HostSeconds += so.HostSeconds
+	}
+	if len(res.StepSeconds) > 0 {
+		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
+	}
+	res.Next = slices.Clone(e.next)
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// Len returns the number of tokens in the cache's history (the position of the next token).
+func (e *Engine) Len() int { return int(e.pos) }
+
+// Cap returns the slots per (layer, batch row, KV head) of the committed cache.
+func (e *Engine) Cap() int { return e.devCap }
+
+// Table returns the host slot tables per layer (`[B, KV, Cap]` positions and roles); read-only.
+func (e *Engine) Table() []*kvcache.Layer {
+	if e.tab == nil {
+		return nil
+	}
+	return e.tab.Layers()
+}
+
+// KVFraction is the NATS-SPEC §1.9 KV size: the slots kept after the last token divided by the tokens seen, mean
+// over layers, batch rows and KV heads.
+func (e *Engine) KVFraction() float64 {
+	if e.tab == nil || e.pos == 0 {
+		return 0
+	}
+	rows := e.Cfg.NLayers * e.batch * e.Cfg.KVHeads()
+	var s float64
+	for r := 0; r < rows; r++ {
+		s += float64(e.tab.Occupied(r))
+	}
+	return s / float64(rows) / float64(e.pos)
+}
+
+// KVTokens is the mean number of kept slots per (layer, batch row, KV head).
+func (e *Engine) KVTokens() float64 { return e.KVFraction() * float64(e.pos) }
+
+// CacheBytes returns the bytes of the K/V buffers now (committed capacity plus staging).
+func (e *Engine) CacheBytes() int64 { return e.cacheBytes(e.batch, e.devCap) }
+
+// PeakCacheBytes returns the largest CacheBytes since the last Prefill began, and the largest K/V bytes including
+// a prefill chunk's own K/V.
+func (e *Engine) PeakCacheBytes() (cache, withChunk int64) { return e.peakCache, e.peakTotal }

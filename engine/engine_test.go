@@ -1,0 +1,527 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"natsbench/kvcache"
+	"natsbench/model"
+	"natsbench/nats"
+	"natsbench/policy"
+)
+
+func tiny() model.Config {
+	return model.Config{VocabSize: 40, DModel: 16, NLayers: 2, NHeads: 4, NKVHeads: 2, FFNMult: 2, MaxSeqLen: 64,
+		RopeTheta: 500000, RopeScaling: "llama3", DType: "float32"}
+}
+
+var (
+	backendOnce sync.Once
+	backendVal  compute.Backend
+	backendErr  error
+)
+
+func testBackend(t testing.TB) compute.Backend {
+	backendOnce.Do(func() { backendVal, backendErr = model.NewBackend("go") })
+	if backendErr != nil {
+		t.Fatal(backendErr)
+	}
+	return backendVal
+}
+
+// testParams returns random weights; NAtS scorers are scaled up so that the roles vary (as in evaluate's tests).
+func testParams(cfg model.Config, m model.Masker, seed uint64) *model.Params {
+	p := model.NewParams(model.Specs(cfg, m), seed)
+	for i, s := range p.Specs {
+		if strings.HasSuffix(s.Name, "nats/scorer") {
+			d := p.Flat(i)
+			for k := range d {
+				d[k] *= 150
+			}
+			p.Values[i] = tensors.FromFlatDataAndDimensions(d, s.Dims...)
+		}
+	}
+	return p
+}
+
+func randTokens(r *rand.Rand, b, n, vocab int) [][]int32 {
+	out := make([][]int32, b)
+	for i := range out {
+		out[i] = make([]int32, n)
+		for j := range out[i] {
+			out[i][j] = int32(r.IntN(vocab))
+		}
+	}
+	return out
+}
+
+// method is a cache policy under test.
+type method struct {
+	name    string
+	masker  model.Masker // for the forward reference and the roles
+	evictor kvcache.Evictor
+	chunks  []int
+}
+
+func mustNAtS(t testing.TB, c nats.Config) *nats.Masker {
+	m, err := nats.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func methods(t testing.TB) []method {
+	return []method{
+		{"full", nil, nil, []int{1, 3, 8}},
+		{"streamingllm", model.SinkWindow{Sinks: 2, Budget: 7}, policy.StreamingLLM{Sinks: 2, Budget: 7}, []int{1, 3, 8}},
+		{"nats-token", mustNAtS(t, nats.Config{Window: 3, Chunk: 1, GlobalBonus: 0.1}), policy.NAtS{Window: 3, Chunk: 1}, []int{1, 3, 8}},
+		{"nats-chunk2", mustNAtS(t, nats.Config{Window: 4, Chunk: 2, GlobalBonus: 0.1}), policy.NAtS{Window: 4, Chunk: 2}, []int{2, 4, 6}},
+		{"nats-chunk4-max", mustNAtS(t, nats.Config{Window: 4, Chunk: 4, Merge: "max", GlobalBonus: 0.1}), policy.NAtS{Window: 4, Chunk: 4}, []int{4, 8}},
+	}
+}
+
+// TestEngineEqualsMaskedForward: for every policy with an equivalent mask, the engine's logits at every prompt
+// position (chunked prefill) and every decoded step equal the masked full forward pass over the whole sequence
+// within 1e-4, and the greedy tokens are the forward pass's argmax.
+func TestEngineEqualsMaskedForward(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	const B, P, N = 2, 21, 9
+	for _, m := range methods(t) {
+		t.Run(m.name, func(t *testing.T) {
+			params := testParams(cfg, m.masker, 3)
+			prompt := randTokens(rand.New(rand.NewPCG(5, 5)), B, P, cfg.VocabSize)
+			fwdMasker := m.masker
+			inf := model.NewInference(backend, cfg, fwdMasker, params)
+			varied := map[int32]bool{}
+			for _, chunk := range m.chunks {
+				e, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true, Staging: 4, MaxUpdates: 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pr, err := e.Prefill(prompt, chunk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dr, err := e.Decode(N)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The full sequence: prompt + emitted tokens; the forward pass's logits at P−1+k predict token k.
+				seq := make([]int32, 0, B*(P+N))
+				for b := 0; b < B; b++ {
+					if len(dr.Tokens[b]) != N {
+						t.Fatalf("chunk %d row %d: %d tokens, want %d", chunk, b, len(dr.Tokens[b]), N)
+					}
+					seq = append(seq, prompt[b]...)
+					seq = append(seq, dr.Tokens[b]...)
+				}
+				S := P + N
+				logits, roles, err := inf.Forward(seq, B, S)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range roles {
+					for _, x := range r {
+						varied[x] = true
+					}
+				}
+				V := cfg.VocabSize
+				for b := 0; b < B; b++ {
+					for i := 0; i < P; i++ {
+						want := logits[(b*S+i)*V : (b*S+i+1)*V]
+						got := pr.Logits[(b*P+i)*V : (b*P+i+1)*V]
+						if d := maxDiff(got, want); d > 1e-4 {
+							t.Fatalf("chunk %d row %d prompt position %d: max |Δlogit| = %g", chunk, b, i, d)
+						}
+					}
+					for k := 0; k < N; k++ {
+						if want := argmax(logits[(b*S+P-1+k)*V : (b*S+P+k)*V]); dr.Tokens[b][k] != want {
+							t.Fatalf("chunk %d row %d: decoded token %d is %d, forward argmax %d", chunk, b, k, dr.Tokens[b][k], want)
+						}
+					}
+					want := logits[(b*S+S-1)*V : (b*S+S)*V]
+					if d := maxDiff(dr.Logits[b*V:(b+1)*V], want); d > 1e-4 {
+						t.Fatalf("chunk %d row %d: last decode logits max |Δ| = %g", chunk, b, d)
+					}
+				}
+				checkTable(t, e, m.evictor)
+			}
+			if strings.HasPrefix(m.name, "nats") && len(varied) < 3 {
+				t.Fatalf("roles did not vary enough (%v): test is vacuous", varied)
+			}
+		})
+	}
+}
+
+// TestDecodeStepsEqualForward checks every decoding step's logits (teacher forcing through Step) against the
+// masked forward, with a small staging area so that commits and growth happen often.
+func TestDecodeStepsEqualForward(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	const B, P, N = 1, 7, 30
+	for _, m := range methods(t) {
+		t.Run(m.name, func(t *testing.T) {
+			params := testParams(cfg, m.masker, 11)
+			seq := randTokens(rand.New(rand.NewPCG(9, 1)), B, P+N, cfg.VocabSize)
+			logits, _, err := model.NewInference(backend, cfg, m.masker, params).Forward(seq[0], 1, P+N)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := New(backend, cfg, m.masker, m.evictor, params, Options{Staging: 3, MaxUpdates: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunk := m.chunks[len(m.chunks)-1]
+			if _, err := e.Prefill([][]int32{seq[0][:P]}, chunk); err != nil {
+				t.Fatal(err)
+			}
+			V := cfg.VocabSize
+			for i := P; i < P+N; i++ {
+				so, err := e.Step([]int32{seq[0][i]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
+					t.Fatalf("position %d: max |Δlogit| = %g", i, d)
+				}
+			}
+			checkTable(t, e, m.evictor)
+		})
+	}
+}
+
+// checkTable: no row holds more than its capacity, positions are distinct, and for NAtS every Global slot of the
+// history is still there.
+func checkTable(t *testing.T, e *Engine, ev kvcache.Evictor) {
+	t.Helper()
+	for li, l := range e.Table() {
+		if l.Cap != e.Cap() {
+			t.Fatalf("layer %d: table capacity %d, device %d", li, l.Cap, e.Cap())
+		}
+		for b := 0; b < l.B; b++ {
+			for h := 0; h < l.H; h++ {
+				s := l.View(b, h)
+				seen := map[int32]bool{}
+				for _, p := range s.Pos {
+					if p >= 0 {
+						if seen[p] {
+							t.Fatalf("layer %d (b %d, h %d): position %d held twice", li, b, h, p)
+						}
+						seen[p] = true
+						if int(p) >= e.Len() {
+							t.Fatalf("layer %d: position %d beyond the history %d", li, p, e.Len())
+						}
+					}
+				}
+				if ev == nil && len(seen) != e.Len() {
+					t.Fatalf("full attention keeps %d of %d tokens", len(seen), e.Len())
+				}
+			}
+		}
+	}
+}
+
+// TestChunkedPrefillEqualsTokenByToken: for every policy (H2O and TOVA included) prefill with chunk 1 leaves the
+// same slot table and gives the same logits as prefill of a token followed by decoding steps; for H2O/TOVA the
+// result also equals evaluate-style streaming through model.Decoder (independent implementation).
+func TestChunkedPrefillEqualsTokenByToken(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	ms := append(methods(t),
+		method{"h2o", nil, policy.H2O{Budget: 6, Recent: 3}, []int{1}},
+		method{"tova", nil, policy.TOVA{Budget: 5}, []int{1}})
+	const P = 19
+	for _, m := range ms {
+		t.Run(m.name, func(t *testing.T) {
+			params := testParams(cfg, m.masker, 4)
+			prompt := randTokens(rand.New(rand.NewPCG(2, 8)), 2, P, cfg.VocabSize)
+			// Reference: decoding steps over the prompt through model.Decoder and kvcache.Cache.
+			ref := refDecode(t, backend, cfg, m, params, prompt)
+			V := cfg.VocabSize
+			for _, C := range m.chunks {
+				a, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pa, err := a.Prefill(prompt, C)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for b := range prompt {
+					for i := 0; i < P; i++ {
+						if d := maxDiff(pa.Logits[(b*P+i)*V:(b*P+i+1)*V], ref.logits[b][i]); d > 1e-4 {
+							t.Fatalf("row %d position %d: prefill (chunk %d) vs model.Decoder max |Δlogit| = %g", b, i, C, d)
+						}
+					}
+				}
+				for li, l := range a.Table() {
+					for b := 0; b < l.B; b++ {
+						for h := 0; h < l.H; h++ {
+							got := rowPositions(a.tab, (li*l.B+b)*l.H+h)
+							want := ref.kept[li][b*l.H+h]
+							if fmt.Sprint(got) != fmt.Sprint(want) {
+								t.Fatalf("layer %d b %d h %d: engine keeps %v, kvcache %v", li, b, h, got, want)
+							}
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+type refResult struct {
+	logits [][][]float32 // [b][pos][vocab]
+	kept   [][][]int32   // [layer][b·H+h] sorted positions
+}
+
+// refDecode feeds the prompt token by token through model.Decoder with a kvcache.Cache (the evaluate package's
+// protocol), keeping every step's logits.
+func refDecode(t *testing.T, backend compute.Backend, cfg model.Config, m method, params *model.Params, prompt [][]int32) refResult {
+	t.Helper()
+	B, P := len(prompt), len(prompt[0])
+	L, H := cfg.NLayers, cfg.KVHeads()
+	dec := model.NewDecoder(backend, cfg, m.masker, params)
+	capacity := P
+	if m.evictor != nil {
+		capacity = m.evictor.Capacity(P)
+	}
+	capacity = kvcache.Bucket(capacity)
+	kv, err := kvcache.New(L, B, H, capacity, m.evictor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := dec.NewCache(B, capacity)
+	valid := make([]bool, L*B*H*capacity)
+	res := refResult{logits: make([][][]float32, B)}
+	tok := make([]int32, B)
+	for i := 0; i < P; i++ {
+		for b := range prompt {
+			tok[b] = prompt[b][i]
+		}
+		slots, err := kv.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l, layer := range kv.Layers {
+			layer.ValidBool(valid[l*B*H*capacity : (l+1)*B*H*capacity])
+		}
+		out, err := dec.StepTargets(dc, tok, nil, i, slots, valid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := kv.Stats()
+		for l := range st.Attn {
+			copy(st.Attn[l], out.Attn[l*B*H*capacity:(l+1)*B*H*capacity])
+		}
+		for l := range st.Roles {
+			for k := range st.Roles[l] {
+				st.Roles[l][k] = uint8(out.Roles[l*B*H+k])
+			}
+		}
+		if err := kv.End(); err != nil {
+			t.Fatal(err)
+		}
+		V := cfg.VocabSize
+		for b := range prompt {
+			res.logits[b] = append(res.logits[b], out.Logits[b*V:(b+1)*V])
+		}
+	}
+	res.kept = make([][][]int32, L)
+	for li, l := range kv.Layers {
+		for b := 0; b < B; b++ {
+			for h := 0; h < H; h++ {
+				var ps []int32
+				for _, p := range l.View(b, h).Pos {
+					if p >= 0 {
+						ps = append(ps, p)
+					}
+				}
+				sortInt32(ps)
+				res.kept[li] = append(res.kept[li], ps)
+			}
+		}
+	}
+	return res
+}
+
+// TestH2OChunkedPrefill: with chunk > 1 H2O and TOVA run (the documented approximation), respect their budget
+// after every token, and decode afterwards.
+func TestH2OChunkedPrefill(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	for _, ev := range []kvcache.Evictor{policy.H2O{Budget: 6, Recent: 3}, policy.TOVA{Budget: 5}} {
+		params := testParams(cfg, nil, 6)
+		e, err := New(backend, cfg, nil, ev, params, Options{Staging: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompt := randTokens(rand.New(rand.NewPCG(3, 3)), 2, 23, cfg.VocabSize)
+		if _, err := e.Prefill(prompt, 8); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Decode(12); err != nil {
+			t.Fatal(err)
+		}
+		budget := ev.Capacity(1 << 20)
+		for _, l := range e.Table() {
+			for b := 0; b < l.B; b++ {
+				for h := 0; h < l.H; h++ {
+					if n := l.Occupied(b, h); n > budget-1 {
+						t.Fatalf("%T keeps %d slots after a step, budget %d", ev, n, budget)
+					}
+				}
+			}
+		}
+		if e.Cap() != kvcache.Bucket(budget) {
+			t.Fatalf("%T: capacity %d, want %d", ev, e.Cap(), kvcache.Bucket(budget))
+		}
+	}
+}
+
+// TestBadInput: clear errors before any work.
+func TestBadInput(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	params := testParams(cfg, nil, 1)
+	e, err := New(backend, cfg, nil, nil, params, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := randTokens(rand.New(rand.NewPCG(1, 1)), 1, cfg.MaxSeqLen+1, cfg.VocabSize)
+	if _, err := e.Prefill(long, 8); err == nil || !strings.Contains(err.Error(), "max_seq_len") {
+		t.Fatalf("long prompt: %v", err)
+	}
+	if _, err := e.Prefill([][]int32{{1, 2}, {1}}, 8); err == nil || !strings.Contains(err.Error(), "equal length") {
+		t.Fatalf("ragged batch: %v", err)
+	}
+	if _, err := e.Prefill([][]int32{{1, 99}}, 8); err == nil || !strings.Contains(err.Error(), "vocabulary") {
+		t.Fatalf("token out of range: %v", err)
+	}
+	if _, err := e.Prefill([][]int32{{1, 2}}, 0); err == nil || !strings.Contains(err.Error(), "chunk") {
+		t.Fatalf("chunk 0: %v", err)
+	}
+	if _, err := e.Decode(3); err == nil || !strings.Contains(err.Error(), "before Prefill") {
+		t.Fatalf("decode before prefill: %v", err)
+	}
+	for _, ev := range []kvcache.Evictor{policy.StreamingLLM{Sinks: 0, Budget: 0}, policy.H2O{Budget: 0, Recent: 0}, policy.TOVA{Budget: -1}} {
+		if _, err := New(backend, cfg, nil, ev, params, Options{}); err == nil || !strings.Contains(err.Error(), "Budget") {
+			t.Fatalf("%T with a budget ≤ 0: %v", ev, err)
+		}
+	}
+	nm := mustNAtS(t, nats.Config{Window: 4, Chunk: 2})
+	if _, err := New(backend, cfg, nm, policy.NAtS{Window: 8, Chunk: 2}, testParams(cfg, nm, 1), Options{}); err == nil || !strings.Contains(err.Error(), "disagrees") {
+		t.Fatalf("mismatched NAtS window: %v", err)
+	}
+	if _, err := New(backend, cfg, nil, policy.NAtS{Window: 4}, params, Options{}); err == nil || !strings.Contains(err.Error(), "masker") {
+		t.Fatalf("NAtS without masker: %v", err)
+	}
+	if _, err := New(backend, cfg, nm, nil, params, Options{}); err == nil || !strings.Contains(err.Error(), "parameter") {
+		t.Fatalf("params without scorers: %v", err)
+	}
+	en, _ := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: 2}, testParams(cfg, nm, 1), Options{})
+	if _, err := en.Prefill([][]int32{{1, 2, 3}}, 3); err == nil || !strings.Contains(err.Error(), "multiple") {
+		t.Fatalf("NAtS chunk not a multiple of C: %v", err)
+	}
+	// Memory: full attention over 40 tokens needs a 64-slot cache.
+	lim := e.cacheBytes(1, 64) - 1
+	em, _ := New(backend, cfg, nil, nil, params, Options{MemLimitBytes: lim, MaxNewTokens: 20})
+	if _, err := em.Prefill(randTokens(rand.New(rand.NewPCG(1, 2)), 1, 20, cfg.VocabSize), 8); err == nil || !strings.Contains(err.Error(), "MemLimitBytes") {
+		t.Fatalf("memory limit: %v", err)
+	}
+	// The same limit is enough for StreamingLLM (budget 7: a 16-slot cache).
+	es, _ := New(backend, cfg, nil, policy.StreamingLLM{Sinks: 2, Budget: 7}, params, Options{MemLimitBytes: lim, MaxNewTokens: 20})
+	if _, err := es.Prefill(randTokens(rand.New(rand.NewPCG(1, 2)), 1, 20, cfg.VocabSize), 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es.Decode(cfg.MaxSeqLen); err == nil || !strings.Contains(err.Error(), "max_seq_len") {
+		t.Fatalf("decode past max_seq_len: %v", err)
+	}
+	// NAtS grows on demand: a limit below the first growth is reported when the growth is needed.
+	enm, _ := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: 2}, globalParams(cfg, nm), Options{MemLimitBytes: e.cacheBytes(1, 16) + 2*2*2*2*4*4})
+	if _, err := enm.Prefill(randTokens(rand.New(rand.NewPCG(4, 2)), 1, 40, cfg.VocabSize), 2); err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "growing") {
+		t.Fatalf("NAtS growth over the limit: %v", err)
+	}
+}
+
+// globalParams makes every NAtS token Global (scorer zero: the Global bonus decides).
+func globalParams(cfg model.Config, m model.Masker) *model.Params {
+	p := model.NewParams(model.Specs(cfg, m), 1)
+	for i, s := range p.Specs {
+		if strings.HasSuffix(s.Name, "nats/scorer") {
+			p.Values[i] = tensors.FromFlatDataAndDimensions(make([]float32, s.Size()), s.Dims...)
+		}
+	}
+	return p
+}
+
+// TestEOS: decoding stops when every row has emitted an EOS token.
+func TestEOS(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	params := testParams(cfg, nil, 2)
+	e, _ := New(backend, cfg, nil, nil, params, Options{})
+	prompt := randTokens(rand.New(rand.NewPCG(7, 7)), 1, 5, cfg.VocabSize)
+	if _, err := e.Prefill(prompt, 4); err != nil {
+		t.Fatal(err)
+	}
+	free, err := e.Decode(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eos := free.Tokens[0][2]
+	e.Options.EOS = []int32{eos}
+	if _, err := e.Prefill(prompt, 4); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Decode(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := 0
+	for free.Tokens[0][k] != eos {
+		k++
+	}
+	if len(got.Tokens[0]) != k+1 || len(got.StepSeconds) != k {
+		t.Fatalf("EOS %d: got tokens %v (%d steps), free run %v", eos, got.Tokens[0], len(got.StepSeconds), free.Tokens[0])
+	}
+}
+
+func maxDiff(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	m := 0.0
+	for i := range a {
+		m = max(m, math.Abs(float64(a[i]-b[i])))
+	}
+	return m
+}
+
+func argmax(x []float32) int32 {
+	k := 0
+	for i, v := range x {
+		if v > x[k] {
+			k = i
+		}
+	}
+	return int32(k)
+}
+
+func sortInt32(x []int32) {
+	for i := 1; i < len(x); i++ {
+		for j := i; j > 0 && x[j] < x[j-1]; j-- {
+			x[j], x[j-1] = x[j-1], x[j]
+		}
+	}
+}

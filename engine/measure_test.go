@@ -1,0 +1,179 @@
+package engine
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"natsbench/model"
+	"natsbench/nats"
+	"natsbench/policy"
+)
+
+// TestCalibrateRoles: after calibration a random model's roles come out at the requested rates on the calibration
+// prompts (every layer), close to them on held-out prompts, and the engine's KV fraction reflects them.
+func TestCalibrateRoles(t *testing.T) {
+	cfg := tiny()
+	cfg.MaxSeqLen = 256
+	backend := testBackend(t)
+	for _, c := range []struct {
+		chunk int
+		merge string
+		rates RoleRates
+	}{
+		{1, "mean", RoleRates{Global: 0.1, Local: 0.2, Window: 0.7}},
+		{4, "mean", RoleRates{Global: 0.25, Local: 0.05, Window: 0.7}},
+		{2, "max", RoleRates{Global: 0.6, Local: 0.4}},
+	} {
+		nm := mustNAtS(t, nats.Config{Window: 4, Chunk: c.chunk, Merge: c.merge, GlobalBonus: 0.1})
+		e, err := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: c.chunk}, model.NewParams(model.Specs(cfg, nm), 5), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(1, uint64(c.chunk)))
+		calib := randTokens(r, 4, 160, cfg.VocabSize)
+		got, err := CalibrateRoles(e, calib, c.rates, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l, g := range got {
+			if !ratesNear(g, c.rates, 0.02) {
+				t.Errorf("chunk %d layer %d: calibration rates %v, want %v", c.chunk, l, g, c.rates)
+			}
+		}
+		held := randTokens(r, 4, 160, cfg.VocabSize)
+		_, roles, T, err := e.probe(held)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l, g := range e.roleRates(roles, 4, 160, T) {
+			if !ratesNear(g, c.rates, 0.12) {
+				t.Errorf("chunk %d layer %d: held-out rates %v, want about %v", c.chunk, l, g, c.rates)
+			}
+		}
+		if _, err := e.Prefill(held, 32); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("chunk %d %s: rates %v → KV fraction %.3f after %d tokens (cap %d)", c.chunk, c.merge, got, e.KVFraction(), e.Len(), e.Cap())
+	}
+}
+
+func ratesNear(a, b RoleRates, tol float64) bool {
+	return math.Abs(a.Global-b.Global) <= tol && math.Abs(a.Local-b.Local) <= tol && math.Abs(a.Window-b.Window) <= tol
+}
+
+// TestMeasure: Measure runs warm-up and timed repeats, reports consistent sizes, and NAtS with few Global tokens
+// keeps a small cache next to full attention.
+func TestMeasure(t *testing.T) {
+	cfg := tiny()
+	cfg.MaxSeqLen = 512
+	backend := testBackend(t)
+	nm := mustNAtS(t, nats.Config{Window: 8, Chunk: 1, GlobalBonus: 0.1})
+	full, _ := New(backend, cfg, nil, nil, model.NewParams(model.Specs(cfg, nil), 1), Options{})
+	sparse, _ := New(backend, cfg, nm, policy.NAtS{Window: 8}, model.NewParams(model.Specs(cfg, nm), 1), Options{})
+	calib := randTokens(rand.New(rand.NewPCG(3, 3)), 2, 200, cfg.VocabSize)
+	if _, err := CalibrateRoles(sparse, calib, RoleRates{Global: 0.05, Local: 0.15, Window: 0.8}, 1); err != nil {
+		t.Fatal(err)
+	}
+	opt := MeasureOptions{PromptLen: 384, Chunk: 128, DecodeTokens: 8, Warmup: 1, Repeats: 2, CopyBytes: 1 << 20}
+	var res []Result
+	for _, c := range []struct {
+		name string
+		e    *Engine
+	}{{"full", full}, {"nats", sparse}} {
+		opt.Method = c.name
+		r, err := Measure(c.e, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.PrefillSeconds) != 2 || len(r.DecodeMsPerToken) != 2 || r.DecodeMedian <= 0 || r.PrefillMedian <= 0 {
+			t.Fatalf("%s: timings %+v", c.name, r)
+		}
+		if r.KVBytesPerStep != c.e.cacheBytes(1, r.Cap) || r.PeakCacheBytes < r.KVBytesPerStep || r.PeakChunkBytes <= r.PeakCacheBytes {
+			t.Fatalf("%s: sizes %+v", c.name, r)
+		}
+		if r.BandwidthBytesPerSecond <= 0 || r.FloorMs <= 0 || r.BufferFloorMs < r.FloorMs {
+			t.Fatalf("%s: floor %+v", c.name, r)
+		}
+		if r.LiveBytes <= 0 {
+			t.Fatalf("%s: no live bytes on the go backend", c.name)
+		}
+		if len(r.Rows()) < 12 {
+			t.Fatalf("%s: %d rows", c.name, len(r.Rows()))
+		}
+		t.Logf("%s: prefill %.1f ms, decode %.3f ms/token (host %.3f), cap %d, kv fraction %.3f, cache %d B, floor %.4f ms",
+			c.name, 1e3*r.PrefillMedian, r.DecodeMedian, r.HostMsPerToken, r.Cap, r.KVFraction, r.PeakCacheBytes, r.FloorMs)
+		res = append(res, r)
+	}
+	if res[0].KVFraction != 1 || res[0].Cap != 512 {
+		t.Fatalf("full attention: KV fraction %v cap %d", res[0].KVFraction, res[0].Cap)
+	}
+	if res[1].KVFraction > 0.2 || res[1].PeakCacheBytes*3 > res[0].PeakCacheBytes {
+		t.Fatalf("NAtS at ~5%% Global keeps %.3f of the tokens in %d bytes (full: %d)", res[1].KVFraction, res[1].PeakCacheBytes, res[0].PeakCacheBytes)
+	}
+}
+
+// BenchmarkDecodeStep times one greedy decoding step on the pure-Go backend after a 448-token prompt (d_model 64,
+// 4 layers, 8 heads, vocabulary 512) for full attention, StreamingLLM and calibrated NAtS (5% Global).
+func BenchmarkDecodeStep(b *testing.B) {
+	cfg := model.Config{VocabSize: 512, DModel: 64, NLayers: 4, NHeads: 8, FFNMult: 4, MaxSeqLen: 1024,
+		RopeTheta: 500000, RopeScaling: "llama3", DType: "float32"}
+	backend := testBackend(b)
+	nm := mustNAtS(b, nats.Config{Window: 16, Chunk: 1, GlobalBonus: 0.1})
+	const P = 448
+	for _, c := range []struct {
+		name string
+		m    model.Masker
+		ev   any
+	}{
+		{"full", nil, nil},
+		{"streamingllm", nil, policy.StreamingLLM{Sinks: 4, Budget: 64}},
+		{"nats", nm, policy.NAtS{Window: 16}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var e *Engine
+			var err error
+			params := model.NewParams(model.Specs(cfg, c.m), 1)
+			switch ev := c.ev.(type) {
+			case nil:
+				e, err = New(backend, cfg, c.m, nil, params, Options{MaxNewTokens: 512})
+			case policy.StreamingLLM:
+				e, err = New(backend, cfg, c.m, ev, params, Options{})
+			case policy.NAtS:
+				e, err = New(backend, cfg, c.m, ev, params, Options{})
+				if err == nil {
+					_, err = CalibrateRoles(e, randTokens(rand.New(rand.NewPCG(1, 1)), 2, 256, cfg.VocabSize), RoleRates{Global: 0.05, Local: 0.15, Window: 0.8}, 1)
+				}
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			prompt := randTokens(rand.New(rand.NewPCG(2, 2)), 1, P, cfg.VocabSize)
+			prefill := func() {
+				if _, err := e.Prefill(prompt, 128); err != nil {
+					b.Fatal(err)
+				}
+			}
+			prefill()
+			tok := []int32{1}
+			for i := 0; i < 8; i++ { // warm-up: compile
+				if _, err := e.step(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if e.Len() >= cfg.MaxSeqLen-1 {
+					b.StopTimer()
+					prefill()
+					b.StartTimer()
+				}
+				if _, err := e.step(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(e.Cap()), "slots")
+			b.ReportMetric(e.KVFraction(), "kv_fraction")
+		})
+	}
+}

@@ -1,0 +1,349 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+
+	"natsbench/kvcache"
+)
+
+// table is the host slot table of the engine: per (layer, batch row, KV head) — a "row", index
+// (layer·B + b)·H + h — Cap slots, each free or holding one position. It has the semantics of
+// kvcache.Cache driven token by token (Begin/End): a new token takes the lowest free slot of every row, then
+// the policy frees slots. evict reports every freed slot, so that the engine can update the device's
+// validity mask incrementally.
+type table interface {
+	// Cap returns the slots per row.
+	Cap() int
+	// Layers returns the slot tables, `[B, H, Cap]` per layer (Pos, Role; Acc and Last only for the generic table).
+	Layers() []*kvcache.Layer
+	// Place puts position pos in the lowest free slot of every row; an error wrapping kvcache.ErrFull places
+	// nothing.
+	Place(pos int32) error
+	// Slots returns the slots of the last Place, `[rows]`.
+	Slots() []int32
+	// End applies the policy after the token at pos has attended. roles is `[rows]` (NAtS; nil otherwise), attn
+	// is per layer `[B·H·Cap]` (H2O, TOVA; nil otherwise).
+	End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error
+	// Grow enlarges every row to newCap slots, keeping slot indices.
+	Grow(newCap int)
+	// NextCap is the capacity needed to place one more token.
+	NextCap() int
+	// Occupied returns the occupied slots of a row.
+	Occupied(row int) int
+}
+
+// newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS,
+// kvcache.Cache for any other evictor.
+func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity int) (table, error) {
+	if s.kind == kindGeneric {
+		c, err := kvcache.New(layers, b, h, capacity, ev)
+		if err != nil {
+			return nil, err
+		}
+		return &genericTable{c: c, b: b, h: h, slots: make([]int32, layers*b*h)}, nil
+	}
+	return newFastTable(s, layers, b, h, capacity), nil
+}
+
+// posSlot is a cached token of a row.
+type posSlot struct{ pos, slot int32 }
+
+// fastRow is the bookkeeping of one row of the fast table.
+type fastRow struct {
+	free    []int32   // min-heap of free slots
+	fifo    []posSlot // StreamingLLM window tokens / NAtS Window tokens, in position order (from head)
+	head    int
+	locals  []posSlot // NAtS Local tokens
+	pending []posSlot // NAtS tokens of the current, incomplete chunk
+}
+
+// fastTable reproduces kvcache.Cache with policy.Full, policy.StreamingLLM or policy.NAtS exactly (same slots,
+// same roles) at O(log Cap) per token and row instead of O(Cap): a free-slot heap gives the lowest free slot,
+// and the tokens a policy evicts next sit at the head of a queue (window tokens, in position order) or in a
+// list (NAtS Local tokens, all evicted by the next Global decision).
+type fastTable struct {
+	s      spec
+	b, h   int
+	layers []*kvcache.Layer
+	rows   []fastRow
+	slots  []int32
+}
+
+func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
+	t := &fastTable{s: s, b: b, h: h}
+	t.layers = make([]*kvcache.Layer, layers)
+	for i := range t.layers {
+		t.layers[i] = kvcache.NewLayer(b, h, capacity)
+	}
+	t.rows = make([]fastRow, layers*b*h)
+	for r := range t.rows {
+		t.rows[r].free = make([]int32, 0, capacity)
+		for k := 0; k < capacity; k++ {
+			t.rows[r].free = append(t.rows[r].free, int32(k)) // ascending order is a valid min-heap
+		}
+	}
+	t.slots = make([]int32, layers*b*h)
+	return t
+}
+
+func (t *fastTable) Cap() int                 { return t.layers[0].Cap }
+func (t *fastTable) Layers() []*kvcache.Layer { return t.layers }
+func (t *fastTable) Slots() []int32           { return t.slots }
+func (t *fastTable) Occupied(row int) int     { return t.Cap() - len(t.rows[row].free) }
+
+func (t *fastTable) NextCap() int {
+	for r := range t.rows {
+		if len(t.rows[r].free) == 0 {
+			return kvcache.Bucket(t.Cap() + 1)
+		}
+	}
+	return t.Cap()
+}
+
+func (t *fastTable) Place(pos int32) error {
+	for r := range t.rows {
+		if len(t.rows[r].free) == 0 {
+			bh := t.b * t.h
+			return fmt.Errorf("%w (layer: %d, b: %d, h: %d, cap: %d, pos: %d)", kvcache.ErrFull, r/bh, r%bh/t.h, r%t.h, t.Cap(), pos)
+		}
+	}
+	cp := t.Cap()
+	bh := t.b * t.h
+	for r := range t.rows {
+		s := heapPop(&t.rows[r].free)
+		t.slots[r] = s
+		l := t.layers[r/bh]
+		i := (r%bh)*cp + int(s)
+		l.Pos[i], l.Role[i], l.Acc[i], l.Last[i] = pos, uint8(kvcache.Pending), 0, 0
+	}
+	return nil
+}
+
+func (t *fastTable) evict(r int, e posSlot, evict func(row, slot int, pos int32)) {
+	bh := t.b * t.h
+	l := t.layers[r/bh]
+	l.Pos[(r%bh)*l.Cap+int(e.slot)] = kvcache.Free
+	heapPush(&t.rows[r].free, e.slot)
+	if evict != nil {
+		evict(r, int(e.slot), e.pos)
+	}
+}
+
+func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row, slot int, pos int32)) error {
+	switch t.s.kind {
+	case kindFull:
+		return nil
+	case kindSink:
+		last := pos + 1 - int32(t.s.budget-t.s.sinks) // newest position leaving the window
+		for r := range t.rows {
+			row := &t.rows[r]
+			if pos >= int32(t.s.sinks) {
+				row.fifo = append(row.fifo, posSlot{pos, t.slots[r]})
+			}
+			for row.head < len(row.fifo) && row.fifo[row.head].pos <= last {
+				t.evict(r, row.fifo[row.head], evict)
+				row.head++
+			}
+			row.compact()
+		}
+		return nil
+	case kindNAtS:
+		if roles == nil {
+			return fmt.Errorf("engine: NAtS table step at position %d without roles", pos)
+		}
+		c, w := int32(t.s.chunk), int32(t.s.window)
+		complete := pos%c == c-1
+		bh := t.b * t.h
+		for r := range t.rows {
+			row := &t.rows[r]
+			row.pending = append(row.pending, posSlot{pos, t.slots[r]})
+			if complete {
+				role := kvcache.Role(roles[r])
+				if pos < c || (role != kvcache.Local && role != kvcache.Window) {
+					role = kvcache.Global
+				}
+				l := t.layers[r/bh]
+				base := (r % bh) * l.Cap
+				for _, e := range row.pending {
+					l.Role[base+int(e.slot)] = uint8(role)
+				}
+				switch role {
+				case kvcache.Global:
+					for _, e := range row.locals {
+						t.evict(r, e, evict)
+					}
+					row.locals = row.locals[:0]
+				case kvcache.Local:
+					row.locals = append(row.locals, row.pending...)
+				case kvcache.Window:
+					row.fifo = append(row.fifo, row.pending...)
+				}
+				row.pending = row.pending[:0]
+			}
+			for row.head < len(row.fifo) {
+				e := row.fifo[row.head]
+				if (e.pos/c)*c+c-1+w > pos {
+					break
+				}
+				t.evict(r, e, evict)
+				row.head++
+			}
+			row.compact()
+		}
+		return nil
+	}
+	return fmt.Errorf("engine: fast table has no rule for policy kind %v", t.s.kind)
+}
+
+// compact drops the consumed head of the queue once it is at least half of it.
+func (row *fastRow) compact() {
+	if row.head > 0 && row.head*2 >= len(row.fifo) {
+		n := copy(row.fifo, row.fifo[row.head:])
+		row.fifo = row.fifo[:n]
+		row.head = 0
+	}
+}
+
+func (t *fastTable) Grow(newCap int) {
+	old := t.Cap()
+	if newCap <= old {
+		return
+	}
+	for _, l := range t.layers {
+		l.Grow(newCap)
+	}
+	for r := range t.rows {
+		for k := old; k < newCap; k++ {
+			heapPush(&t.rows[r].free, int32(k))
+		}
+	}
+}
+
+func heapPush(h *[]int32, v int32) {
+	a := append(*h, v)
+	i := len(a) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if a[p] <= a[i] {
+			break
+		}
+		a[p], a[i] = a[i], a[p]
+		i = p
+	}
+	*h = a
+}
+
+func heapPop(h *[]int32) int32 {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	a[0] = a[n]
+	a = a[:n]
+	i := 0
+	for {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && a[l] < a[m] {
+			m = l
+		}
+		if r < n && a[r] < a[m] {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		a[m], a[i] = a[i], a[m]
+		i = m
+	}
+	*h = a
+	return top
+}
+
+// genericTable drives a kvcache.Cache (any evictor) and finds the freed slots by comparing each row with its
+// state before End: O(Cap) per token and row, like the evictors it serves.
+type genericTable struct {
+	c     *kvcache.Cache
+	b, h  int
+	slots []int32
+	prev  []int32
+}
+
+func (t *genericTable) Cap() int                 { return t.c.Cap() }
+func (t *genericTable) Layers() []*kvcache.Layer { return t.c.Layers }
+func (t *genericTable) Slots() []int32           { return t.slots }
+func (t *genericTable) NextCap() int             { return t.c.NextCap() }
+func (t *genericTable) Grow(newCap int)          { t.c.Grow(newCap) }
+
+func (t *genericTable) Occupied(row int) int {
+	bh := t.b * t.h
+	return t.c.Layers[row/bh].Occupied(row%bh/t.h, row%t.h)
+}
+
+func (t *genericTable) Place(pos int32) error {
+	if int(pos) != t.c.Len() {
+		return fmt.Errorf("engine: table at position %d, asked to place %d", t.c.Len(), pos)
+	}
+	s, err := t.c.Begin()
+	if err != nil {
+		return err
+	}
+	copy(t.slots, s)
+	return nil
+}
+
+func (t *genericTable) End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error {
+	st := t.c.Stats()
+	if st.Attn != nil {
+		if attn == nil {
+			return fmt.Errorf("engine: evictor %T needs attention statistics at position %d", t.c.Evictor(), pos)
+		}
+		for l := range st.Attn {
+			copy(st.Attn[l], attn[l])
+		}
+	}
+	if st.Roles != nil {
+		if roles == nil {
+			return fmt.Errorf("engine: evictor %T needs roles at position %d", t.c.Evictor(), pos)
+		}
+		bh := t.b * t.h
+		for l := range st.Roles {
+			copy(st.Roles[l], roles[l*bh:(l+1)*bh])
+		}
+	}
+	t.prev = t.prev[:0]
+	for _, l := range t.c.Layers {
+		t.prev = append(t.prev, l.Pos...)
+	}
+	if err := t.c.End(); err != nil {
+		return err
+	}
+	if evict == nil {
+		return nil
+	}
+	off := 0
+	cp := t.c.Cap()
+	for li, l := range t.c.Layers {
+		for k, p := range l.Pos {
+			if q := t.prev[off+k]; q >= 0 && p < 0 {
+				evict(li*t.b*t.h+k/cp, k%cp, q)
+			}
+		}
+		off += len(l.Pos)
+	}
+	return nil
+}
+
+// rowPositions returns the sorted positions held by a row (tests and diagnostics).
+func rowPositions(t table, row int) []int32 {
+	bh := len(t.Layers()[0].Pos) / t.Cap()
+	l := t.Layers()[row/bh]
+	lo := (row % bh) * l.Cap
+	var out []int32
+	for _, p := range l.Pos[lo : lo+l.Cap] {
+		if p >= 0 {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

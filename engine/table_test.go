@@ -1,0 +1,123 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"natsbench/kvcache"
+	"natsbench/policy"
+)
+
+// TestFastTableEqualsKVCache: the engine's fast table leaves, after every token, exactly the slot table of
+// kvcache.Cache driven by the policy's evictor (same position in every slot, same roles), including growth; it
+// never holds more than its capacity, never evicts a Global slot, and reuses freed slots (lowest first).
+func TestFastTableEqualsKVCache(t *testing.T) {
+	const L, B, H, n = 2, 2, 3, 400
+	cases := []struct {
+		name string
+		ev   kvcache.Evictor
+	}{
+		{"full", policy.Full{}},
+		{"streamingllm", policy.StreamingLLM{Sinks: 3, Budget: 20}},
+		{"streamingllm-nosink", policy.StreamingLLM{Sinks: 0, Budget: 1}},
+		{"nats-token", policy.NAtS{Window: 5}},
+		{"nats-chunk", policy.NAtS{Window: 8, Chunk: 4}},
+		{"nats-chunk-w", policy.NAtS{Window: 4, Chunk: 4}},
+	}
+	for _, tc := range cases {
+		for _, gp := range []int{3, 30} { // one Global every ~gp decisions
+			t.Run(fmt.Sprintf("%s/global1in%d", tc.name, gp), func(t *testing.T) {
+				sp, err := newSpec(nil, tc.ev)
+				if tc.name[:4] == "nats" {
+					sp = spec{kind: kindNAtS, window: tc.ev.(policy.NAtS).Window, chunk: max(tc.ev.(policy.NAtS).Chunk, 1), needs: kvcache.Roles}
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				ft, err := newTable(sp, tc.ev, L, B, H, 16)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ref, err := kvcache.New(L, B, H, 16, tc.ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := rand.New(rand.NewPCG(uint64(gp), 1))
+				roles := make([]uint8, L*B*H)
+				globals := map[[2]int]bool{} // (row, pos) decided Global
+				evicted := 0
+				for i := 0; i < n; i++ {
+					pos := int32(i)
+					for k := range roles {
+						roles[k] = uint8(kvcache.Local) + uint8(r.IntN(2))
+						if r.IntN(gp) == 0 {
+							roles[k] = uint8(kvcache.Global)
+						}
+					}
+					err := ft.Place(pos)
+					if errors.Is(err, kvcache.ErrFull) {
+						ft.Grow(ft.NextCap())
+						err = ft.Place(pos)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, err = ref.Begin()
+					if errors.Is(err, kvcache.ErrFull) {
+						ref.Grow(ref.NextCap())
+						_, err = ref.Begin()
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st := ref.Stats(); st.Roles != nil {
+						for l := range st.Roles {
+							copy(st.Roles[l], roles[l*B*H:(l+1)*B*H])
+						}
+					}
+					if err := ref.End(); err != nil {
+						t.Fatal(err)
+					}
+					if err := ft.End(pos, roles, nil, func(row, slot int, p int32) {
+						evicted++
+						if globals[[2]int{row, int(p)}] {
+							t.Fatalf("step %d: Global position %d of row %d evicted", i, p, row)
+						}
+					}); err != nil {
+						t.Fatal(err)
+					}
+					if ft.Cap() != ref.Cap() {
+						t.Fatalf("step %d: capacity %d, kvcache %d", i, ft.Cap(), ref.Cap())
+					}
+					for li, l := range ft.Layers() {
+						rl := ref.Layers[li]
+						if !slices.Equal(l.Pos, rl.Pos) {
+							t.Fatalf("step %d layer %d: slots\n%v\nkvcache\n%v", i, li, l.Pos, rl.Pos)
+						}
+						for k, p := range l.Pos {
+							if p >= 0 && l.Role[k] != rl.Role[k] {
+								t.Fatalf("step %d layer %d slot %d (pos %d): role %v, kvcache %v", i, li, k, p, kvcache.Role(l.Role[k]), kvcache.Role(rl.Role[k]))
+							}
+							if p >= 0 && kvcache.Role(l.Role[k]) == kvcache.Global {
+								globals[[2]int{li*B*H + k/l.Cap, int(p)}] = true
+							}
+						}
+					}
+					for row := 0; row < L*B*H; row++ {
+						if o := ft.Occupied(row); o > ft.Cap() || o != len(rowPositions(ft, row)) {
+							t.Fatalf("step %d row %d: occupancy %d, capacity %d", i, row, o, ft.Cap())
+						}
+					}
+				}
+				if tc.name != "full" && evicted == 0 {
+					t.Fatal("nothing evicted: test is vacuous")
+				}
+				if tc.name != "full" && ft.Cap() >= n {
+					t.Fatalf("capacity %d for %d tokens: freed slots were not reused", ft.Cap(), n)
+				}
+			})
+		}
+	}
+}
