@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -114,6 +115,7 @@ func newPlot(spec Spec, series []Series) (*plot.Plot, error) {
 	p.Title.Text = spec.Title
 	p.X.Label.Text = firstNonEmpty(spec.XLabel, spec.X, "step")
 	p.Y.Label.Text = firstNonEmpty(spec.YLabel, spec.Y)
+	p.X.Tick.Marker, p.Y.Tick.Marker = linearTicks{}, linearTicks{}
 	if spec.LogX {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = logTicks{}
@@ -180,10 +182,11 @@ func newPlot(spec Spec, series []Series) (*plot.Plot, error) {
 			p.Add(l)
 		}
 	}
+	placeLegend(p, spec, series)
 	if !drawn {
 		p.Title.Text += " (no data)"
 		p.X.Scale, p.Y.Scale = plot.LinearScale{}, plot.LinearScale{}
-		p.X.Tick.Marker, p.Y.Tick.Marker = plot.DefaultTicks{}, plot.DefaultTicks{}
+		p.X.Tick.Marker, p.Y.Tick.Marker = linearTicks{}, linearTicks{}
 	}
 	return p, nil
 }
@@ -193,23 +196,135 @@ func newPlot(spec Spec, series []Series) (*plot.Plot, error) {
 type logTicks struct{}
 
 func (logTicks) Ticks(min, max float64) []plot.Tick {
-	ticks := plot.LogTicks{Prec: -1}.Ticks(min, max)
-	labelled := 0
-	for _, t := range ticks {
-		if t.Label != "" && t.Value >= min && t.Value <= max {
-			labelled++
+	if min > 0 && max/min >= 10 {
+		ticks := plot.LogTicks{Prec: -1}.Ticks(min, max)
+		labelled := 0
+		for _, t := range ticks {
+			if t.Label != "" && t.Value >= min && t.Value <= max {
+				labelled++
+			}
+		}
+		if labelled >= 2 {
+			return ticks
 		}
 	}
-	if labelled >= 2 {
-		return ticks
-	}
 	var out []plot.Tick
-	for _, t := range (plot.DefaultTicks{}).Ticks(min, max) {
+	for _, t := range (linearTicks{}).Ticks(min, max) {
 		if t.Value > 0 {
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// linearTicks are gonum's default ticks relabelled with the fewest significant digits that keep the
+// labels distinct (gonum rounds 10.6 and 10.7 both to "11" on narrow ranges).
+type linearTicks struct{}
+
+func (linearTicks) Ticks(min, max float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(min, max)
+	for digits := 1; digits <= 12; digits++ {
+		seen := map[string]bool{}
+		ok := true
+		for _, t := range ticks {
+			if t.Label == "" {
+				continue
+			}
+			l := roundLabel(t.Value, digits)
+			if seen[l] {
+				ok = false
+				break
+			}
+			seen[l] = true
+		}
+		if ok {
+			for i := range ticks {
+				if ticks[i].Label != "" {
+					ticks[i].Label = roundLabel(ticks[i].Value, digits)
+				}
+			}
+			break
+		}
+	}
+	return ticks
+}
+
+// placeLegend puts the legend in the corner of the plot with the fewest points.
+func placeLegend(p *plot.Plot, spec Spec, series []Series) {
+	var xs, ys []float64
+	for _, s := range series {
+		for _, pt := range s.Points {
+			x, y := pt.X, pt.Y
+			if spec.LogX {
+				if x <= 0 {
+					continue
+				}
+				x = math.Log(x)
+			}
+			if spec.LogY {
+				if y <= 0 {
+					continue
+				}
+				y = math.Log(y)
+			}
+			if finite(x) && finite(y) {
+				xs, ys = append(xs, x), append(ys, y)
+			}
+		}
+	}
+	if len(xs) == 0 {
+		return
+	}
+	lo := func(v []float64) (float64, float64) {
+		a, b := v[0], v[0]
+		for _, x := range v {
+			a, b = math.Min(a, x), math.Max(b, x)
+		}
+		return a, b
+	}
+	x0, x1 := lo(xs)
+	y0, y1 := lo(ys)
+	count := [4]int{} // top-right, top-left, bottom-right, bottom-left
+	for i := range xs {
+		fx, fy := 0.5, 0.5
+		if x1 > x0 {
+			fx = (xs[i] - x0) / (x1 - x0)
+		}
+		if y1 > y0 {
+			fy = (ys[i] - y0) / (y1 - y0)
+		}
+		right, top := fx > 0.55, fy > 0.6
+		left, bottom := fx < 0.45, fy < 0.4
+		if top && right {
+			count[0]++
+		}
+		if top && left {
+			count[1]++
+		}
+		if bottom && right {
+			count[2]++
+		}
+		if bottom && left {
+			count[3]++
+		}
+	}
+	best := 0
+	for i := range count {
+		if count[i] < count[best] {
+			best = i
+		}
+	}
+	p.Legend.Top = best < 2
+	p.Legend.Left = best == 1 || best == 3
+}
+
+// roundLabel rounds v to digits significant digits and writes it shortly ("10", "10.56", "1e+06").
+func roundLabel(v float64, digits int) string {
+	r, err := strconv.ParseFloat(strconv.FormatFloat(v, 'g', digits, 64), 64)
+	if err != nil {
+		return strconv.FormatFloat(v, 'g', digits, 64)
+	}
+	return strconv.FormatFloat(r, 'g', -1, 64)
 }
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
