@@ -326,3 +326,26 @@ func TestResolveSweep(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeAfterKill: a process killed mid-run leaves a manifest saying "running", a checkpoint and no
+// DONE; the next launch reports it partial and hands it to the executor, which resumes.
+func TestResumeAfterKill(t *testing.T) {
+	sweep, out := setup(t)
+	runs := expand(t, sweep, false)
+	dir := runDir(out, runs[0])
+	os.MkdirAll(filepath.Join(dir, results.CkptDir), 0o755)
+	os.WriteFile(filepath.Join(dir, results.CkptDir, "step"), []byte("5"), 0o644)
+	results.WriteManifest(dir, results.Manifest{RunID: runs[0].ID, Key: runs[0].Key, Status: results.StatusRunning, Attempts: 1})
+	_, log := launch(t, context.Background(), &fakeExec{}, "-sweep", sweep, "-out", out, "-dry-run", "-only", "full,seed=0")
+	if !strings.Contains(log, runs[0].ID+"  partial") {
+		t.Fatalf("dry run:\n%s", log)
+	}
+	f := &fakeExec{}
+	code, log := launch(t, context.Background(), f, "-sweep", sweep, "-out", out, "-only", "full*")
+	if code != exitOK || len(f.resumed) != 1 || f.resumed[0] != runs[0].Key || !strings.Contains(log, "partial→running") {
+		t.Fatalf("code %d resumed %v\n%s", code, f.resumed, log)
+	}
+	if m, _ := results.ReadManifest(dir); m.Attempts != 2 || m.Status != results.StatusDone || !results.IsDone(dir) {
+		t.Errorf("manifest %+v", m)
+	}
+}

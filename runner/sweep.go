@@ -115,13 +115,33 @@ func dryRun(runs []sweeps.Run, o options) {
 		counts[results.FolderPartial], counts[results.FolderTodo], filepath.Join(o.Out, runs[0].Sweep))
 }
 
-// validateAll checks every run before any is trained and returns all problems at once.
+// validateAll checks every run before any is trained and returns all problems at once; a problem shared
+// by several runs (a bad key in [base]) is reported once with the number of other runs it affects.
 func validateAll(runs []sweeps.Run, exec Executor) error {
-	var errs []error
+	var order []string
+	first := map[string]string{}
+	count := map[string]int{}
 	for _, r := range runs {
-		if err := exec.Validate(r); err != nil {
-			errs = append(errs, err)
+		err := exec.Validate(r)
+		if err == nil {
+			continue
 		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			norm := strings.Replace(line, "run "+r.Key+":", "run …:", 1)
+			if _, ok := first[norm]; !ok {
+				first[norm] = line
+				order = append(order, norm)
+			}
+			count[norm]++
+		}
+	}
+	var errs []error
+	for _, n := range order {
+		msg := first[n]
+		if c := count[n]; c > 1 {
+			msg += fmt.Sprintf(" (and %d more runs)", c-1)
+		}
+		errs = append(errs, errors.New(msg))
 	}
 	return errors.Join(errs...)
 }
