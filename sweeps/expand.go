@@ -33,8 +33,9 @@ func (s *Sweep) Expand(smoke bool) ([]Run, error) {
 	return e.out, nil
 }
 
-// MaxRuns bounds the runs one [[run]] may expand to (grid product × seeds).
-const MaxRuns = 100_000
+// MaxRuns bounds the runs one [[run]] may expand to (grid product × seeds); larger sweeps are almost
+// certainly a mistake (and would take seconds just to expand).
+var MaxRuns = 10_000
 
 type expander struct {
 	smoke  bool

@@ -21,6 +21,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte("schema = 1\nname = \"fuzz\"\n[[run]]\nname='a'\nkind='lm'\nfrom='a'\n"))
 	f.Add([]byte("a = \"\"\"\nmulti\n\"\"\"\n[x]\n[[y.z]]\n'q'.\"r\" = [ {a=1}, [2, 3] ] # c\n"))
 	f.Add([]byte("[[figure]]\nid = 'a'\n[[run]]\n[run.method]\n"))
+	defer func(n int) { MaxRuns = n }(MaxRuns)
+	MaxRuns = 256 // keep each input fast: the expansion limit is tested, not the speed of huge grids
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = keyLines(data) // the line scanner must terminate on anything
 		s, err := Parse("fuzz.toml", data)
