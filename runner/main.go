@@ -125,7 +125,7 @@ func usage(w io.Writer) {
       run or resume a sweep (a bare name resolves under sweeps/)
   runner report -sweep FILE [-smoke] [-all] [-out DIR]
       write OUT/<sweep>/{runs.parquet, summary.md, figures/} from stored results, training nothing
-  runner compare [-out DIR] [-x METRIC] [-y METRIC] [-task TASK] [-name NAME] [-smoke] SEL SEL...
+  runner compare [-out DIR] [-x METRIC] [-y METRIC] [-task TASK] [-label PATHS] [-logx] [-name NAME] [-smoke] SEL SEL...
       compare runs side by side; SEL is a sweep ("ablations"), sweep:GLOB over keys without seed
       ("pg19:nats*"), or a run ID; writes OUT/compare/<name>/{compare.md, compare.csv, compare.png, …}
 `)

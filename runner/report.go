@@ -163,6 +163,7 @@ func cmdCompare(args []string, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "name of the comparison folder (default: from the selections)")
 	smoke := fs.Bool("smoke", false, "select the smoke runs of sweeps")
 	logx := fs.Bool("logx", false, "logarithmic x axis")
+	label := fs.String("label", "method.lambda,method.budget", "config paths labelling points (the first one a run has)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -170,7 +171,7 @@ func cmdCompare(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: runner compare [-x M] [-y M] [-task T] [-name N] [-smoke] SEL SEL...  (at least two selections)")
 		return exitUsage
 	}
-	md, paths, err := compare(fs.Args(), *out, *name, *smoke, plots.Spec{X: *x, Y: *y, Task: *task, LogX: *logx})
+	md, paths, err := compare(fs.Args(), *out, *name, *smoke, plots.Spec{X: *x, Y: *y, Task: *task, LogX: *logx, Label: *label})
 	if err != nil {
 		fmt.Fprintf(stderr, "runner compare: %v\n", err)
 		return exitUsage
