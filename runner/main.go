@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 			return cmdReport(args[1:], stdout, stderr)
 		case "compare":
 			return cmdCompare(args[1:], stdout, stderr)
+		case "eval":
+			return cmdEval(args[1:], stdout, stderr)
 		case "help", "-h", "-help", "--help":
 			usage(stderr)
 			return exitOK
@@ -128,6 +130,8 @@ func usage(w io.Writer) {
   runner compare [-out DIR] [-x METRIC] [-y METRIC] [-task TASK] [-label PATHS] [-logx] [-name NAME] [-smoke] SEL SEL...
       compare runs side by side; SEL is a sweep ("ablations"), sweep:GLOB over keys without seed
       ("pg19:nats*"), or a run ID; writes OUT/compare/<name>/{compare.md, compare.csv, compare.png, …}
+  runner eval -pred DIR [-e]
+      score LongBench predictions (DIR/<task>.jsonl) like THUDM's eval.py: DIR/result.json, DIR/metrics.parquet
 `)
 }
 
