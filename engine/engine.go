@@ -180,6 +180,9 @@ func (e *Engine) initialCap(n int) int {
 	return kvcache.Bucket(e.Evictor.Capacity(n))
 }
 
+// maxStatsBytes bounds the per-chunk attention statistics that H2O/TOVA prefill copies to the host.
+const maxStatsBytes = 1 << 30
+
 // PrefillResult is what Prefill returns.
 type PrefillResult struct {
 	// Logits are `[batch, vocab]` for the last prompt token, or `[batch, len, vocab]` with Options.AllLogits.
@@ -228,6 +231,13 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	}
 	T := min(chunk, (P+C-1)/C*C)
 	capacity := e.initialCap(P + e.Options.MaxNewTokens)
+	if e.spec.needs&(kvcache.AccAttn|kvcache.LastAttn) != 0 {
+		// The chunk's attention comes to the host as statistics for the evictor: `[L, B, KV, T, Cap+T]` float32.
+		if n := 4 * int64(e.Cfg.NLayers*B*e.Cfg.KVHeads()) * int64(T) * int64(capacity+T); n > maxStatsBytes {
+			return PrefillResult{}, fmt.Errorf("engine: Prefill: chunk = %d: the attention statistics of %T would take %d bytes per chunk (limit %d); use a smaller chunk",
+				chunk, e.Evictor, n, int64(maxStatsBytes))
+		}
+	}
 	if err := e.checkMem("prefill", B, capacity, T); err != nil {
 		return PrefillResult{}, err
 	}
@@ -538,8 +548,9 @@ type StepOut struct {
 	Logits []float32
 	// Argmax is the greedy next token per row.
 	Argmax []int32
-	// Seconds is the wall time of the step; HostSeconds the part spent in the host table.
-	Seconds, HostSeconds float64
+	// Seconds is the wall time of the step; HostSeconds the part spent in the host table; DeviceSeconds the time
+	// from launching the step graph to having its greedy tokens on the host.
+	Seconds, HostSeconds, DeviceSeconds float64
 }
 
 // Step feeds tokens `[batch]` at the next position (teacher forcing) and returns the step's logits and argmax.
@@ -613,6 +624,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	args = append(args, e.valid, e.state, tensors.FromFlatDataAndDimensions(slices.Clone(e.updIdx), rows*E, 1),
 		tensors.FromFlatDataAndDimensions(slices.Clone(e.updVal), rows*E))
+	devStart := time.Now()
 	out, err := e.stepExec.Exec(args...)
 	if err != nil {
 		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, err)
@@ -626,6 +638,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	e.Kr, e.Vr = out[:L], out[L:2*L]
 	e.valid, e.state = out[2*L], out[2*L+1]
 	argmax := tensors.MustCopyFlatData[int32](out[2*L+2])
+	dev := time.Since(devStart)
 	e.lastLogits = out[2*L+3]
 	k := 2*L + 4
 	var roles []uint8
@@ -652,7 +665,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	host += time.Since(hostStart)
 	e.pos++
 	e.next = argmax
-	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds()}, nil
+	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds()}, nil
 }
 
 // stepAttn maps the step's attention `[L, B, KV, devCap+R]` to table slots `[L][B·KV·Cap]`.
@@ -684,9 +697,10 @@ type DecodeResult struct {
 	Logits []float32
 	// Next is the greedy token after the last step.
 	Next []int32
-	// StepSeconds is the wall time of every step; Seconds the total; HostSeconds the host-table part.
-	StepSeconds          []float64
-	Seconds, HostSeconds float64
+	// StepSeconds is the wall time of every step; Seconds the total; HostSeconds the host-table part;
+	// DeviceSeconds the step graphs' part (launch to greedy tokens on the host).
+	StepSeconds                         []float64
+	Seconds, HostSeconds, DeviceSeconds float64
 }
 
 // Decode emits up to n tokens per row greedily: each emitted token is the pending greedy choice (the first comes
@@ -735,6 +749,7 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 		}
 		res.StepSeconds = append(res.StepSeconds, so.Seconds)
 		res.HostSeconds += so.HostSeconds
+		res.DeviceSeconds += so.DeviceSeconds
 	}
 	if len(res.StepSeconds) > 0 {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)

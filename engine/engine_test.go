@@ -92,9 +92,10 @@ func methods(t testing.TB) []method {
 // TestEngineEqualsMaskedForward: for every policy with an equivalent mask, the engine's logits at every prompt
 // position (chunked prefill) and every decoded step equal the masked full forward pass over the whole sequence
 // within 1e-4, and the greedy tokens are the forward pass's argmax.
-func TestEngineEqualsMaskedForward(t *testing.T) {
+func TestEngineEqualsMaskedForward(t *testing.T) { checkEqualsForward(t, testBackend(t), 1e-4) }
+
+func checkEqualsForward(t *testing.T, backend compute.Backend, tol float64) {
 	cfg := tiny()
-	backend := testBackend(t)
 	const B, P, N = 2, 21, 9
 	for _, m := range methods(t) {
 		t.Run(m.name, func(t *testing.T) {
@@ -140,7 +141,7 @@ func TestEngineEqualsMaskedForward(t *testing.T) {
 					for i := 0; i < P; i++ {
 						want := logits[(b*S+i)*V : (b*S+i+1)*V]
 						got := pr.Logits[(b*P+i)*V : (b*P+i+1)*V]
-						if d := maxDiff(got, want); d > 1e-4 {
+						if d := maxDiff(got, want); d > tol {
 							t.Fatalf("chunk %d row %d prompt position %d: max |Δlogit| = %g", chunk, b, i, d)
 						}
 					}
@@ -150,7 +151,7 @@ func TestEngineEqualsMaskedForward(t *testing.T) {
 						}
 					}
 					want := logits[(b*S+S-1)*V : (b*S+S)*V]
-					if d := maxDiff(dr.Logits[b*V:(b+1)*V], want); d > 1e-4 {
+					if d := maxDiff(dr.Logits[b*V:(b+1)*V], want); d > tol {
 						t.Fatalf("chunk %d row %d: last decode logits max |Δ| = %g", chunk, b, d)
 					}
 				}
@@ -432,6 +433,16 @@ func TestBadInput(t *testing.T) {
 	en, _ := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: 2}, testParams(cfg, nm, 1), Options{})
 	if _, err := en.Prefill([][]int32{{1, 2, 3}}, 3); err == nil || !strings.Contains(err.Error(), "multiple") {
 		t.Fatalf("NAtS chunk not a multiple of C: %v", err)
+	}
+	eh, _ := New(backend, cfg, nil, policy.H2O{Budget: 8, Recent: 4}, params, Options{})
+	if _, err := eh.Prefill(randTokens(rand.New(rand.NewPCG(1, 3)), 1, 4, cfg.VocabSize), 1<<20); err != nil {
+		t.Fatalf("H2O prefill with a chunk longer than the prompt: %v", err)
+	}
+	cfg2 := cfg
+	cfg2.MaxSeqLen = 1 << 16
+	eh2, _ := New(backend, cfg2, nil, policy.H2O{Budget: 8, Recent: 4}, params, Options{})
+	if _, err := eh2.Prefill(randTokens(rand.New(rand.NewPCG(1, 3)), 1, 1<<15, cfg.VocabSize), 1<<15); err == nil || !strings.Contains(err.Error(), "smaller chunk") {
+		t.Fatalf("H2O prefill with a huge chunk: %v", err)
 	}
 	// Memory: full attention over 40 tokens needs a 64-slot cache.
 	lim := e.cacheBytes(1, 64) - 1
