@@ -64,15 +64,32 @@ type LatencyConfig struct {
 	PromptSource string `toml:"prompt_source"`
 }
 
+func (l LatencyConfig) validate() error {
+	if len(l.PromptLens) == 0 {
+		return fmt.Errorf("latency.prompt_lens is empty")
+	}
+	for _, n := range l.PromptLens {
+		if n < 1 {
+			return fmt.Errorf("latency.prompt_lens: %d is not a positive length", n)
+		}
+	}
+	if l.BatchSize < 1 || l.DecodeTokens < 1 || l.Repeats < 1 || l.Warmup < 0 {
+		return fmt.Errorf("latency: batch_size, decode_tokens and repeats must be ≥ 1 and warmup ≥ 0 (got %d, %d, %d, %d)",
+			l.BatchSize, l.DecodeTokens, l.Repeats, l.Warmup)
+	}
+	return nil
+}
+
 // DefaultRunConfig returns the defaults every decoded sweep run starts from.
 func DefaultRunConfig() RunConfig {
 	nd := nats.DefaultConfig()
 	return RunConfig{
-		Data:   DataConfig{Dir: "testdata/pg19", Tokenizer: "gpt2"},
-		Model:  model.DefaultConfig(),
-		Method: MethodConfig{Name: "full", Lambda: nd.Lambda, Window: nd.Window, ChunkSize: 1, ChunkMerge: "mean", GlobalBonus: nd.GlobalBonus, Sinks: 4, Recent: 0},
-		Train:  train.DefaultConfig(),
-		Eval:   EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
+		Data:    DataConfig{Dir: "testdata/pg19", Tokenizer: "gpt2"},
+		Model:   model.DefaultConfig(),
+		Method:  MethodConfig{Name: "full", Lambda: nd.Lambda, Window: nd.Window, ChunkSize: 1, ChunkMerge: "mean", GlobalBonus: nd.GlobalBonus, Sinks: 4, Recent: 0},
+		Train:   train.DefaultConfig(),
+		Eval:    EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
+		Latency: LatencyConfig{PromptLens: []int{1024}, BatchSize: 1, DecodeTokens: 64, Warmup: 1, Repeats: 3, PromptSource: "pg19:test"},
 	}
 }
 

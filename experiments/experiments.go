@@ -25,7 +25,7 @@ type Env struct {
 }
 
 // Kinds lists the run kinds this build can run.
-var Kinds = []string{"lm"}
+var Kinds = []string{"lm", "latency"}
 
 // Decode resolves a run's typed configuration: the defaults, overlaid with the run's tables, decoded strictly.
 func Decode(r sweeps.Run) (RunConfig, error) {
@@ -46,6 +46,10 @@ func Validate(r sweeps.Run) error {
 	wrap := func(err error) error { return fmt.Errorf("%s: run %s: %w", r.SweepFile, r.Key, err) }
 	switch r.Kind {
 	case "lm":
+	case "latency":
+		if err := rc.Latency.validate(); err != nil {
+			return wrap(err)
+		}
 	default:
 		return wrap(fmt.Errorf("kind = %q: unknown or not yet supported run kind (this build runs: %v)", r.Kind, Kinds))
 	}
@@ -55,7 +59,7 @@ func Validate(r sweeps.Run) error {
 	if _, _, err := rc.Method.Build(); err != nil {
 		return wrap(err)
 	}
-	if r.FromKey == "" {
+	if r.FromKey == "" && r.Kind == "lm" {
 		if err := rc.Train.Validate(); err != nil {
 			return wrap(err)
 		}
@@ -98,6 +102,8 @@ func Run(ctx context.Context, r sweeps.Run, dir, fromDir string, env Env) error 
 	switch r.Kind {
 	case "lm":
 		return runLM(ctx, rc, info, dir, fromDir, env)
+	case "latency":
+		return runLatency(ctx, rc, info, dir, fromDir, env)
 	}
 	return fmt.Errorf("kind %q not supported", r.Kind)
 }

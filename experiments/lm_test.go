@@ -146,6 +146,22 @@ func TestLMRunResumeAndFrom(t *testing.T) {
 	if len(metricOf(t, hdir, "loss")) != 0 {
 		t.Fatal("evaluation-only run has training rows")
 	}
+	// Latency of StreamingLLM on the trained model, two prompt lengths.
+	lat := tinyRun(data, "lat", "streamingllm", map[string]any{
+		"method":  map[string]any{"name": "streamingllm", "sinks": 2, "budget": 8},
+		"latency": map[string]any{"prompt_lens": []any{16, 32}, "decode_tokens": 4, "warmup": 1, "repeats": 2, "batch_size": 1},
+	})
+	lat.Kind, lat.FromKey, lat.FromID = "latency", "full,seed=0", "fullid"
+	ldir := filepath.Join(out, "t", "lat")
+	os.MkdirAll(ldir, 0o755)
+	if err := Run(context.Background(), lat, ldir, dir, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	dec := metricOf(t, ldir, "decode_ms_per_token")
+	kvf := metricOf(t, ldir, "kv_fraction")
+	if len(dec) != 2 || dec[0].X != 16 || dec[1].X != 32 || dec[0].Value <= 0 || len(kvf) != 2 || kvf[1].Value >= 1 {
+		t.Fatalf("latency rows: decode %v, kv fraction %v", dec, kvf)
+	}
 }
 
 func TestValidateRefusesBadInput(t *testing.T) {

@@ -49,7 +49,16 @@ var registry = []Metric{
 	{Name: "decode_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median decode time per generated token"},
 	{Name: "decode_ms_per_token_p90", Unit: "ms", X: "prompt_len", Doc: "90th percentile decode time per token"},
 	{Name: "peak_mem_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak device memory of the KV cache and activations"},
-	{Name: "kv_cache_bytes", Unit: "bytes", X: "prompt_len", Doc: "KV cache bytes at the end of decoding"},
+	{Name: "kv_cache_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak bytes of the K/V buffers (what the policy keeps, in capacity buckets)"},
+	{Name: "host_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median host-side (slot table) part of a decode step"},
+	{Name: "device_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median device part of a decode step"},
+	{Name: "prefill_chunk_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak K/V bytes of one prefill chunk"},
+	{Name: "kv_bytes_per_step", Unit: "bytes", X: "prompt_len", Doc: "K/V bytes one decode step reads"},
+	{Name: "kept_kv_bytes", Unit: "bytes", X: "prompt_len", Doc: "bytes of the keys and values the policy keeps"},
+	{Name: "live_buffer_bytes", Unit: "bytes", X: "prompt_len", Doc: "bytes of live buffers (pure-Go backend)"},
+	{Name: "bandwidth_bytes_per_second", Unit: "bytes/s", HigherIsBetter: true, X: "prompt_len", Doc: "measured device copy bandwidth"},
+	{Name: "bandwidth_floor_ms", Unit: "ms", X: "prompt_len", Doc: "K/V bytes read per step over the copy bandwidth"},
+	{Name: "buffer_floor_ms", Unit: "ms", X: "prompt_len", Doc: "cache buffer bytes per step over the copy bandwidth"},
 }
 
 var byName = func() map[string]Metric {
