@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"natsbench/kvcache"
+	"natsbench/longbench"
 	"natsbench/model"
 	"natsbench/nats"
 	"natsbench/policy"
@@ -16,12 +17,13 @@ import (
 // RunConfig is the typed configuration of one run: the resolved [base] + [[run]] tables of a sweep, decoded
 // strictly (an unknown key is an error naming the sweep file and key).
 type RunConfig struct {
-	Data    DataConfig    `toml:"data"`
-	Model   model.Config  `toml:"model"`
-	Method  MethodConfig  `toml:"method"`
-	Train   train.Config  `toml:"train"`
-	Eval    EvalConfig    `toml:"eval"`
-	Latency LatencyConfig `toml:"latency"`
+	Data      DataConfig      `toml:"data"`
+	Model     model.Config    `toml:"model"`
+	Method    MethodConfig    `toml:"method"`
+	Train     train.Config    `toml:"train"`
+	Eval      EvalConfig      `toml:"eval"`
+	Latency   LatencyConfig   `toml:"latency"`
+	LongBench LongBenchConfig `toml:"longbench"`
 }
 
 // DataConfig is the [data] table.
@@ -80,16 +82,60 @@ func (l LatencyConfig) validate() error {
 	return nil
 }
 
+// LongBenchConfig is the [longbench] table (kind longbench): which LongBench v1 data to predict and how
+// (NATS-SPEC §3.6, §7.3).
+type LongBenchConfig struct {
+	Data         string   `toml:"data"`           // a folder of <task>.jsonl, the official data.zip, or one <task>.jsonl; default testdata/longbench
+	Tasks        []string `toml:"tasks"`          // official task names; empty = every non-E task present in data
+	MaxSamples   int      `toml:"max_samples"`    // first N samples of each task in file order; 0 = all
+	MaxLength    int      `toml:"max_length"`     // prompt tokens after middle truncation; 0 = the model's max_seq_len − the task's max new tokens
+	ChatTemplate string   `toml:"chat_template"`  // none (NAtS's protocol) | llama2 | mistral | llama3 | llama3.1
+	MaxNewTokens int      `toml:"max_new_tokens"` // greedy tokens at most; 0 = the task's official dataset2maxlen value
+	PrefillChunk int      `toml:"prefill_chunk"`  // prompt tokens per prefill graph (a multiple of the NAtS chunk size)
+}
+
+func (l LongBenchConfig) validate(m MethodConfig) error {
+	if l.Data == "" {
+		return fmt.Errorf("longbench.data is empty")
+	}
+	if _, err := os.Stat(l.Data); err != nil {
+		return fmt.Errorf("longbench.data = %q: %w", l.Data, err)
+	}
+	known := longbench.TaskNames()
+	for _, t := range l.Tasks {
+		if base, e := longbench.SplitE(t); e {
+			return fmt.Errorf("longbench.tasks: %q is a LongBench-E file; only LongBench v1 tasks are supported (use %q)", t, base)
+		}
+		if _, err := longbench.Task(t); err != nil {
+			return fmt.Errorf("longbench.tasks: unknown task %q%s (known: %s)", t, suggest(t, known), strings.Join(known, ", "))
+		}
+	}
+	if l.MaxSamples < 0 || l.MaxLength < 0 || l.MaxNewTokens < 0 {
+		return fmt.Errorf("longbench: max_samples, max_length and max_new_tokens must be ≥ 0 (got %d, %d, %d)", l.MaxSamples, l.MaxLength, l.MaxNewTokens)
+	}
+	if _, err := longbench.ParseChatTemplate(l.ChatTemplate); err != nil {
+		return fmt.Errorf("longbench.chat_template = %q: %w", l.ChatTemplate, err)
+	}
+	if l.PrefillChunk < 1 {
+		return fmt.Errorf("longbench.prefill_chunk = %d: must be ≥ 1", l.PrefillChunk)
+	}
+	if m.Name == "nats" && m.ChunkSize > 1 && l.PrefillChunk%m.ChunkSize != 0 {
+		return fmt.Errorf("longbench.prefill_chunk = %d: must be a multiple of method.chunk_size = %d", l.PrefillChunk, m.ChunkSize)
+	}
+	return nil
+}
+
 // DefaultRunConfig returns the defaults every decoded sweep run starts from.
 func DefaultRunConfig() RunConfig {
 	nd := nats.DefaultConfig()
 	return RunConfig{
-		Data:    DataConfig{Dir: "testdata/pg19", Tokenizer: "gpt2"},
-		Model:   model.DefaultConfig(),
-		Method:  MethodConfig{Name: "full", Lambda: nd.Lambda, Window: nd.Window, ChunkSize: 1, ChunkMerge: "mean", GlobalBonus: nd.GlobalBonus, Sinks: 4, Recent: 0},
-		Train:   train.DefaultConfig(),
-		Eval:    EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
-		Latency: LatencyConfig{PromptLens: []int{1024}, BatchSize: 1, DecodeTokens: 64, Warmup: 1, Repeats: 3, PromptSource: "pg19:test"},
+		Data:      DataConfig{Dir: "testdata/pg19", Tokenizer: "gpt2"},
+		Model:     model.DefaultConfig(),
+		Method:    MethodConfig{Name: "full", Lambda: nd.Lambda, Window: nd.Window, ChunkSize: 1, ChunkMerge: "mean", GlobalBonus: nd.GlobalBonus, Sinks: 4, Recent: 0},
+		Train:     train.DefaultConfig(),
+		Eval:      EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
+		Latency:   LatencyConfig{PromptLens: []int{1024}, BatchSize: 1, DecodeTokens: 64, Warmup: 1, Repeats: 3, PromptSource: "pg19:test"},
+		LongBench: LongBenchConfig{Data: "testdata/longbench", ChatTemplate: "none", PrefillChunk: 512},
 	}
 }
 

@@ -25,7 +25,7 @@ type Env struct {
 }
 
 // Kinds lists the run kinds this build can run.
-var Kinds = []string{"lm", "latency"}
+var Kinds = []string{"lm", "longbench", "latency"}
 
 // Decode resolves a run's typed configuration: the defaults, overlaid with the run's tables, decoded strictly.
 func Decode(r sweeps.Run) (RunConfig, error) {
@@ -50,6 +50,13 @@ func Validate(r sweeps.Run) error {
 		if err := rc.Latency.validate(); err != nil {
 			return wrap(err)
 		}
+	case "longbench":
+		if r.FromKey == "" {
+			return wrap(fmt.Errorf("kind longbench evaluates a trained model: set `from` (e.g. from = \"pg19:full\")"))
+		}
+		if err := rc.LongBench.validate(rc.Method); err != nil {
+			return wrap(err)
+		}
 	default:
 		return wrap(fmt.Errorf("kind = %q: unknown or not yet supported run kind (this build runs: %v)", r.Kind, Kinds))
 	}
@@ -70,8 +77,10 @@ func Validate(r sweeps.Run) error {
 	if err := rc.Eval.validate(); err != nil {
 		return wrap(err)
 	}
-	if err := dirExists(rc.Data.Dir); err != nil {
-		return wrap(err)
+	if r.Kind != "longbench" { // longbench reads longbench.data, not the PG-19 folder
+		if err := dirExists(rc.Data.Dir); err != nil {
+			return wrap(err)
+		}
 	}
 	if rc.Data.Tokenizer != "gpt2" {
 		return wrap(fmt.Errorf("data.tokenizer = %q: only \"gpt2\" is supported for PG-19", rc.Data.Tokenizer))
@@ -104,6 +113,8 @@ func Run(ctx context.Context, r sweeps.Run, dir, fromDir string, env Env) error 
 		return runLM(ctx, rc, info, dir, fromDir, env)
 	case "latency":
 		return runLatency(ctx, rc, info, dir, fromDir, env)
+	case "longbench":
+		return runLongBench(ctx, rc, info, dir, fromDir, env)
 	}
 	return fmt.Errorf("kind %q not supported", r.Kind)
 }
