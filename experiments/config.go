@@ -2,6 +2,7 @@ package experiments
 
 import (
 	"fmt"
+	"natsbench/internal/suggest"
 	"os"
 	"sort"
 	"strings"
@@ -107,7 +108,7 @@ func (l LongBenchConfig) validate(m MethodConfig) error {
 			return fmt.Errorf("longbench.tasks: %q is a LongBench-E file; only LongBench v1 tasks are supported (use %q)", t, base)
 		}
 		if _, err := longbench.Task(t); err != nil {
-			return fmt.Errorf("longbench.tasks: unknown task %q%s (known: %s)", t, suggest(t, known), strings.Join(known, ", "))
+			return fmt.Errorf("longbench.tasks: unknown task %q%s (known: %s)", t, suggest.DidYouMean(t, known), strings.Join(known, ", "))
 		}
 	}
 	if l.MaxSamples < 0 || l.MaxLength < 0 || l.MaxNewTokens < 0 {
@@ -194,7 +195,7 @@ func (m MethodConfig) Build() (model.Masker, kvcache.Evictor, error) {
 		}
 		return nm, p, nil
 	}
-	return nil, nil, fmt.Errorf("method.name = %q: unknown method%s (known: %s)", m.Name, suggest(m.Name, methodNames), strings.Join(methodNames, ", "))
+	return nil, nil, fmt.Errorf("method.name = %q: unknown method%s (known: %s)", m.Name, suggest.DidYouMean(m.Name, methodNames), strings.Join(methodNames, ", "))
 }
 
 // TrainsWithMask reports whether the method changes training (its masker has parameters or changes the mask).
@@ -217,40 +218,6 @@ func (e EvalConfig) validate() error {
 		return fmt.Errorf("eval.position_buckets = %v: must be increasing", e.PositionBuckets)
 	}
 	return nil
-}
-
-// suggest returns ` (did you mean "x"?)` for the closest known name, or "".
-func suggest(name string, known []string) string {
-	best, bd := "", 1<<30
-	for _, k := range known {
-		if d := editDistance(name, k); d < bd {
-			best, bd = k, d
-		}
-	}
-	if bd <= 2 {
-		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	return ""
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 func dirExists(path string) error {

@@ -2,6 +2,7 @@ package results
 
 import (
 	"fmt"
+	"natsbench/internal/suggest"
 	"sort"
 	"strings"
 )
@@ -86,42 +87,5 @@ func LookupMetric(name string) (Metric, error) {
 		names = append(names, r.Name)
 	}
 	sort.Strings(names)
-	return Metric{}, fmt.Errorf("unknown metric %q%s (known: %s)", name, suggest(name, names), strings.Join(names, ", "))
-}
-
-// suggest returns ` (did you mean "x"?)` for the closest name within edit distance 3, or "".
-func suggest(name string, known []string) string {
-	best, bd := "", 1<<30
-	for _, k := range known {
-		if d := editDistance(name, k); d < bd {
-			best, bd = k, d
-		}
-	}
-	if best != "" && (bd <= 2 || bd <= len(name)/3) {
-		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	return ""
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 200 || len(b) > 200 {
-		return 1 << 20
-	}
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
+	return Metric{}, fmt.Errorf("unknown metric %q%s (known: %s)", name, suggest.DidYouMean(name, names), strings.Join(names, ", "))
 }

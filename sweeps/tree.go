@@ -3,6 +3,7 @@ package sweeps
 import (
 	"fmt"
 	"math"
+	hint "natsbench/internal/suggest"
 	"sort"
 	"strconv"
 	"strings"
@@ -191,39 +192,5 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// suggest returns ` (did you mean "x"?)` for the closest known name within edit distance 2, or "".
-func suggest(name string, known []string) string {
-	best, bd := "", 1<<30
-	for _, k := range known {
-		if d := editDistance(name, k); d < bd {
-			best, bd = k, d
-		}
-	}
-	if bd <= 2 || (bd <= len(name)/3 && best != "") {
-		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	return ""
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 200 || len(b) > 200 {
-		return 1 << 20
-	}
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
+// suggest returns a "did you mean" hint for name among known (see internal/suggest).
+func suggest(name string, known []string) string { return hint.DidYouMean(name, known) }
