@@ -72,7 +72,7 @@ func shapes(bf16 bool) map[string]shape {
 func main() {
 	backendF := flag.String("backend", "", "GoMLX backend (go, xla:cuda)")
 	configs := flag.String("configs", "tiny", "comma-separated shapes: smoke, tiny, paper, gpt2s")
-	methods := flag.String("methods", "full,nats", "comma-separated: full, nats")
+	methods := flag.String("methods", "full,nats", "comma-separated: full, nats, nats-materialized (NAtS with the materialised mask path)")
 	steps := flag.Int("steps", 10, "timed steps per case")
 	warm := flag.Int("warmup", 2, "untimed steps (the first compiles)")
 	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
@@ -119,7 +119,10 @@ func main() {
 			var m model.Masker
 			switch mn {
 			case "full":
-			case "nats":
+			case "nats", "nats-materialized":
+				if mn == "nats-materialized" {
+					os.Setenv("NATSBENCH_MASKED_ATTENTION", "materialized")
+				}
 				nc := nats.DefaultConfig()
 				nm, err := nats.New(nc)
 				if err != nil {
@@ -159,6 +162,7 @@ func main() {
 				}
 			}
 			el := time.Since(t1).Seconds()
+			os.Unsetenv("NATSBENCH_MASKED_ATTENTION")
 			res := Result{Impl: "natsbench-gomlx", Config: s.name, Method: mn, DType: s.model.DType, Backend: backend.Name(),
 				Batch: int32(s.batch), SeqLen: int32(s.seq), Params: int64(tr.Params.Count()), MsPerStep: 1000 * el / float64(*steps),
 				TokensPerSec: float64(*steps*s.batch*s.seq) / el, CompileSec: compile, Steps: int32(*steps)}

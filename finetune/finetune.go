@@ -133,7 +133,7 @@ func (t *Trainer) graph(in []*Node) []*Node {
 			aux = Add(aux, out.Aux)
 		}
 		dens = Add(dens, out.Density)
-		return out.Mask
+		return out.Materialize()
 	}}).Hidden
 	diff := Sub(ConvertDType(student, dtypes.Float32), ConvertDType(teacher, dtypes.Float32))
 	perTok := ReduceMean(Square(diff), -1) // [1, S]

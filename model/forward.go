@@ -146,12 +146,14 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 			mo = m.Mask(&AttnSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Training: training, Uniform: uniform})
 		}
 		var att *Node
-		if mo.Mask == nil && cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" {
+		if mo.Mask == nil && mo.Hard != nil && useFusedMasked(cfg) {
+			att = fusedMaskedAttention(q, k, v, mo) // [b,h,s,hd]
+		} else if mo.Mask == nil && mo.Hard == nil && cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" {
 			// Full causal attention in bf16: GoMLX's fused attention (cuDNN flash attention forward and backward on
 			// CUDA; the decomposed form elsewhere).
 			att, _ = attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true}) // [b,h,s,hd]
 		} else {
-			att = Reshape(attentionMasked(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Mask), b, h, s, hd)
+			att = Reshape(attentionMasked(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Materialize()), b, h, s, hd)
 		}
 		att = Reshape(Transpose(att, 1, 2), b, s, h*hd)
 		x = Add(x, einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
 )
 
@@ -14,17 +15,59 @@ type AttnSite struct {
 	Uniform  func([]int) *Node  // uniform noise in [0,1) of the given dims, from the step's RNG state (training)
 }
 
-// MaskOut is a masker's contribution to one layer.
+// MaskOut is a masker's contribution to one layer. A masker gives its mask either as Mask (any multiplicative
+// mask, gradients included) or in structured form as Hard plus Terms: the forward value Hard and a gradient carrier
+// Σ_t Coef_t·Key_t[j]·Region_t[i,j] whose value is subtracted out (NATS-SPEC.md §1.5). The structured form lets
+// the model run attention on the fused kernel and compute the carrier's gradient in its own backward pass, without
+// a differentiable [batch, heads, seq, seq] mask (see carrier.go); Materialize gives the equivalent Mask.
 type MaskOut struct {
 	// Mask is a multiplicative mask `[batch, kv_heads, seq, seq]` whose forward value is 0/1 and which may carry
-	// gradients (NATS-SPEC.md §1.4–1.5); nil means plain causal attention. It is ANDed with causality.
+	// gradients (NATS-SPEC.md §1.4–1.5); nil means plain causal attention (or the structured form below). It is
+	// ANDed with causality.
 	Mask *Node
+	// Hard is the structured form's forward mask, Bool `[batch, kv_heads, seq, seq]`, already causal. It carries
+	// no gradient.
+	Hard *Node
+	// Terms is the structured form's gradient carrier (training only; nil at inference).
+	Terms []CarrierTerm
 	// Aux is a scalar added to the training loss (e.g. the λ sparsity term); may be nil.
 	Aux *Node
 	// Density is a scalar statistic of the mask (NATS-SPEC.md §1.6); may be nil.
 	Density *Node
 	// Roles is the chosen role per key `[batch, kv_heads, seq]` (int32: 0 Global, 1 Local, 2 Window); may be nil.
 	Roles *Node
+}
+
+// CarrierTerm is one term Coef·Key[j]·Region[i,j] of a structured gradient carrier: Key `[batch, kv_heads, seq]`
+// float32 holds per-key values that receive gradient; Region is Bool `[batch, kv_heads, seq, seq]` (query i, key j)
+// and carries none. The gradient that reaches Key[j] is Coef·Σ_i Region[i,j]·∂L/∂M[i,j], summed over the query
+// heads that share the KV head.
+type CarrierTerm struct {
+	Key    *Node
+	Region *Node
+	Coef   float64
+}
+
+// Materialize returns the multiplicative mask of o: Mask when set, else float(Hard) plus the carrier (whose forward
+// value is zero), or nil when o has no mask at all.
+func (o MaskOut) Materialize() *Node {
+	if o.Mask != nil || o.Hard == nil {
+		return o.Mask
+	}
+	m := ConvertDType(o.Hard, dtypes.Float32)
+	if len(o.Terms) == 0 {
+		return m
+	}
+	var c *Node
+	for _, t := range o.Terms {
+		x := MulScalar(Mul(InsertAxes(t.Key, 2), ConvertDType(t.Region, dtypes.Float32)), t.Coef)
+		if c == nil {
+			c = x
+		} else {
+			c = Add(c, x)
+		}
+	}
+	return Add(m, Sub(c, StopGradient(c)))
 }
 
 // Masker builds the attention mask of a method for full-sequence forward passes (training and the parallel

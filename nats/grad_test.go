@@ -122,7 +122,7 @@ func TestCarrierGradientMatchesFiniteDifferences(t *testing.T) {
 			grad, err := NewExec(backend, func(Y, Q, K, V, WO *Node) *Node {
 				y32 := ConvertDType(Y, dtypes.Float32)
 				out := m.build(mc, Reshape(y32, 1, 1, n, 3), StopGradient(Reshape(y32, 1, 1, n, 3)), seq, true)
-				mask := ConvertDType(Reshape(out.Mask, seq, seq), dtypes.Float64)
+				mask := ConvertDType(Reshape(out.Materialize(), seq, seq), dtypes.Float64)
 				loss := maskedAttentionLoss(Q, K, V, WO, mask)
 				return Gradient(loss, Y)[0]
 			})

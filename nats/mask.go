@@ -121,20 +121,25 @@ func (m *Masker) build(cfg model.Config, y, hard *Node, seq int, training bool) 
 	regC := LessOrEqual(Ib, cI(AddScalar(ce, float64(W))))                                 // i ≤ c·C+C−1+W
 	regD := And(LessOrEqual(cI(tok(endPlus(nx))), Ib), LessThan(Ib, cI(tok(endPlus(n2))))) // collected rows
 	cb := cI(causal)
-	f := func(b *Node) *Node { return ConvertDType(And(b, cb), dtypes.Float32) }
-	A, B, Cw, D := f(regA), f(regB), f(regC), f(regD)
+	and := func(b *Node) *Node { return And(b, cb) }
+	A, B, Cw, D := and(regA), and(regB), and(regC), and(regD)
 
-	key := func(v *Node) *Node { return InsertAxes(repeatFloat(v, C, seq), 2) } // [b,kv,1,seq]
-	hardMask := Add(Add(Mul(key(gH), f(cb)), Mul(key(lH), B)), Mul(key(sH), Cw))
-	out := model.MaskOut{Mask: StopGradient(hardMask)}
+	keyOn := func(v *Node) *Node {
+		return InsertAxes(repeatUnits(GreaterThan(v, ScalarZero(g, v.DType())), C, seq), 2)
+	}
+	out := model.MaskOut{Hard: Or(Or(And(keyOn(gH), cb), And(keyOn(lH), B)), And(keyOn(sH), Cw))}
 	if training {
-		yGn := gatherUnits(yG, nx) // y^G of the terminating Global unit n_c
-		carrier := Sub(Add(Add(Mul(key(yG), A), Mul(key(yL), B)), Mul(key(yS), Cw)), Mul(key(yGn), D))
-		carrier = Sub(carrier, StopGradient(carrier))
-		if C > 1 {
-			carrier = DivScalar(carrier, float64(C))
+		// The gradient carrier of NATS-SPEC.md §1.5 in structured form (model.CarrierTerm): y^G on region A, y^L on
+		// B, y^S on C, minus y^G of the terminating Global unit n_c on D; divided by C for chunks.
+		yGn := gatherUnits(yG, nx)
+		key := func(v *Node) *Node { return repeatFloat(v, C, seq) } // [b,kv,seq]
+		coef := 1 / float64(C)
+		out.Terms = []model.CarrierTerm{
+			{Key: key(yG), Region: A, Coef: coef},
+			{Key: key(yL), Region: B, Coef: coef},
+			{Key: key(yS), Region: Cw, Coef: coef},
+			{Key: key(yGn), Region: D, Coef: -coef},
 		}
-		out.Mask = Add(out.Mask, carrier)
 		if m.cfg.Lambda > 0 {
 			rep := float64(cfg.NHeads / cfg.KVHeads())
 			cIdx := Reshape(ConvertDType(Iota(g, shapes.Make(dtypes.Int32, n), 0), dtypes.Float32), 1, 1, n)

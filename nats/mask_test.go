@@ -39,7 +39,7 @@ func hardMaskFor(t *testing.T, roles string, cfg Config, seq int) [][]float32 {
 	}
 	exec, err := NewExec(backend, func(xn, w *Node) *Node {
 		out := m.Mask(&model.AttnSite{Cfg: mc, Normed: xn, Param: func(string) *Node { return w }})
-		return out.Mask
+		return out.Materialize()
 	})
 	if err != nil {
 		t.Fatal(err)
