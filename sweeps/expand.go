@@ -24,13 +24,22 @@ func (s *Sweep) Expand(smoke bool) ([]Run, error) {
 		}
 	}
 	ids := map[string]string{}
+	keys := map[string]bool{}
+	var out []Run
 	for _, r := range e.out {
 		if other, dup := ids[r.ID]; dup {
+			if smoke && other == r.Key {
+				continue // -smoke collapsed two runs' grids or seeds onto one configuration: run it once
+			}
 			return nil, fmt.Errorf("%s: runs %s and %s resolve to the same configuration (id %s): make them differ or drop one", s.Path, other, r.Key, r.ID)
 		}
-		ids[r.ID] = r.Key
+		if keys[r.Key] {
+			return nil, fmt.Errorf("%s: two runs expand to the key %s: runs sharing a name need different grid values or seeds", s.Path, r.Key)
+		}
+		ids[r.ID], keys[r.Key] = r.Key, true
+		out = append(out, r)
 	}
-	return e.out, nil
+	return out, nil
 }
 
 // MaxRuns bounds the runs one [[run]] may expand to (grid product × seeds); larger sweeps are almost
@@ -49,7 +58,7 @@ type expander struct {
 
 func (e *expander) resolve(s *Sweep, i int) ([]Run, error) {
 	spec := s.Runs[i]
-	id := s.Name + ":" + spec.Name
+	id := s.Name + ":" + spec.Name + "#" + strconv.Itoa(i)
 	switch e.state[id] {
 	case 2:
 		return e.runs[id], nil
@@ -59,6 +68,9 @@ func (e *expander) resolve(s *Sweep, i int) ([]Run, error) {
 			k++
 		}
 		loop := append(append([]string{}, e.stack[k:]...), id)
+		for n := range loop {
+			loop[n], _, _ = strings.Cut(loop[n], "#")
+		}
 		return nil, s.errAt(s.lineOf("run", strconv.Itoa(spec.Index), "from"), "from loop: %s", strings.Join(loop, " → "))
 	}
 	e.state[id] = 1
@@ -100,6 +112,9 @@ func (e *expander) expandSpec(s *Sweep, spec RunSpec) ([]Run, error) {
 		prov[p] = s.gridLine([]string{"run", idx, "grid"}, p)
 	}
 	seeds := s.Seeds
+	if spec.Seeds != nil {
+		seeds = spec.Seeds
+	}
 	if e.smoke {
 		for _, p := range sortedKeys(s.Smoke) {
 			v := s.Smoke[p]
@@ -142,18 +157,21 @@ func (e *expander) expandSpec(s *Sweep, spec RunSpec) ([]Run, error) {
 			return nil, err
 		}
 		srcName, _, _ := strings.Cut(ref, ",")
-		j := -1
+		found := false
 		for k, r := range srcSweep.Runs {
-			if r.Name == srcName {
-				j = k
+			if r.Name != srcName {
+				continue
 			}
+			found = true
+			rs, err := e.resolve(srcSweep, k)
+			if err != nil {
+				return nil, err
+			}
+			src = append(src, rs...)
 		}
-		if j < 0 {
+		if !found {
 			return nil, s.errAt(fromLine, "run %q: from = %q: sweep %q has no run named %q%s (runs: %s)", spec.Name, spec.From,
 				srcSweep.Name, srcName, suggest(srcName, srcSweep.Names()), strings.Join(srcSweep.Names(), ", "))
-		}
-		if src, err = e.resolve(srcSweep, j); err != nil {
-			return nil, err
 		}
 	}
 
@@ -263,7 +281,7 @@ func matchFrom(src []Run, ref string, seed int64) (Run, error) {
 				break
 			}
 		}
-		if ok {
+		if ok && (len(hits) == 0 || hits[len(hits)-1].ID != r.ID) { // -smoke may collapse two runs onto one
 			hits = append(hits, r)
 		}
 	}

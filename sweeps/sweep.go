@@ -38,6 +38,7 @@ type RunSpec struct {
 	Kind   string           // "" means the sweep's kind
 	From   string           // "" or "<key without seed>" or "<sweep>:<key without seed>"
 	Grid   map[string][]any // the run's own grid (dotted path → values)
+	Seeds  []int64          // the run's own seeds (nil: the sweep's seeds); -smoke's "seeds" replaces both
 	Config map[string]any   // the run's config tables (data, model, method, …)
 	Index  int              // position among the file's runs (-1: the implicit run of a sweep without [[run]])
 }
@@ -76,7 +77,7 @@ type fileSchema struct {
 
 var topKeys = []string{"schema", "name", "kind", "seeds", "smoke", "figure", "base", "grid", "run"}
 var figureKeys = []string{"id", "title", "kind", "x", "y", "panels", "series", "label", "task", "split", "logx", "logy", "errorbars", "xlabel", "ylabel"}
-var runKeys = []string{"name", "kind", "from", "grid"}
+var runKeys = []string{"name", "kind", "from", "grid", "seeds"}
 
 // Load reads and checks a sweep file. Errors name the file, the line when known, and the key.
 func Load(path string) (*Sweep, error) {
@@ -324,6 +325,11 @@ func (s *Sweep) runs(raw []map[string]any) error {
 				if err == nil && r.From == "" {
 					err = s.errAt(kl, "run %d: from is empty", i)
 				}
+			case "seeds":
+				var e error
+				if r.Seeds, e = toSeeds(v); e != nil {
+					err = s.errAt(kl, "run %d: seeds: %v", i, e)
+				}
 			case "grid":
 				t, ok := v.(map[string]any)
 				if !ok {
@@ -347,9 +353,8 @@ func (s *Sweep) runs(raw []map[string]any) error {
 		if !validName(r.Name) {
 			return s.errAt(s.lineOf("run", idx, "name"), "run %d: name = %q: use letters, digits, '_' and '-' only", i, r.Name)
 		}
-		if j, dup := names[r.Name]; dup {
-			return s.errAt(s.lineOf("run", idx, "name"), "run %d: name %q already used by run %d", i, r.Name, j)
-		}
+		// Several runs may share a name (one series in figures, e.g. a λ grid at one seed plus extra seeds of one λ);
+		// their expanded keys must still differ, which Expand checks.
 		names[r.Name] = i
 		for p := range r.Grid {
 			if _, clash := s.Grid[p]; clash {
@@ -417,9 +422,12 @@ func cleanTOMLError(err error) (int, string) {
 
 // Names returns the run names of a sweep in file order.
 func (s *Sweep) Names() []string {
-	out := make([]string, len(s.Runs))
-	for i, r := range s.Runs {
-		out[i] = r.Name
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range s.Runs {
+		if !seen[r.Name] {
+			out, seen[r.Name] = append(out, r.Name), true
+		}
 	}
 	sort.Strings(out)
 	return out

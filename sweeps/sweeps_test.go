@@ -218,7 +218,7 @@ func TestLoadErrors(t *testing.T) {
 		{"run scalar", "schema = 1\nname = \"x\"\nkind = \"lm\"\n[[run]]\nname = \"a\"\nfrm = \"b\"\n", `x.toml:6: run 0: unknown key "frm" (did you mean "from"?)`},
 		{"grid not array", "schema = 1\nname = \"x\"\nkind = \"lm\"\n[grid]\n\"method.lambda\" = 1.0\n", `x.toml:5: grid: "method.lambda" must be a non-empty array`},
 		{"grid clash", "schema = 1\nname = \"x\"\nkind = \"lm\"\n[grid]\n\"a.b\" = [1]\n[[run]]\nname = \"r\"\ngrid = { \"a.b\" = [2] }\n", `x.toml:8: run "r": grid path "a.b" is also in the top-level [grid]`},
-		{"duplicate run", "schema = 1\nname = \"x\"\nkind = \"lm\"\n[[run]]\nname = \"a\"\n[[run]]\nname = \"a\"\n", `x.toml:7: run 1: name "a" already used`},
+		{"run seeds", "schema = 1\nname = \"x\"\nkind = \"lm\"\n[[run]]\nname = \"a\"\nseeds = [\"1\"]\n", `x.toml:6: run 0: seeds: want integers, got string`},
 		{"no kind", "schema = 1\nname = \"x\"\n[[run]]\nname = \"a\"\n", `x.toml:3: run "a": no kind`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,5 +338,70 @@ func TestKeyValueFormat(t *testing.T) {
 	}
 	if KeyNoSeed("nats,method.lambda=5e-07,seed=12") != "nats,method.lambda=5e-07" {
 		t.Error("KeyNoSeed")
+	}
+}
+
+// TestSharedNameAndRunSeeds: two [[run]]s may share a name (one figure series) with their own seeds; `from`
+// finds the source among all of them; identical keys are refused; -smoke runs a collapsed duplicate once.
+func TestSharedNameAndRunSeeds(t *testing.T) {
+	dir := t.TempDir()
+	src := `schema = 1
+name = "x"
+kind = "lm"
+seeds = [0]
+[smoke]
+seeds = [0]
+"method.lambda" = [1.0, 2.0]
+[[run]]
+name = "a"
+grid = { "method.lambda" = [1.0, 2.0, 3.0] }
+[[run]]
+name = "a"
+seeds = [1, 2]
+grid = { "method.lambda" = [2.0] }
+[[run]]
+name = "b"
+from = "a,method.lambda=2"
+seeds = [0, 2]
+`
+	path := filepath.Join(dir, "x.toml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := s.Expand(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, r := range runs {
+		keys = append(keys, r.Key)
+		if r.Name == "b" && r.FromKey != fmt.Sprintf("a,method.lambda=2,seed=%d", r.Seed) {
+			t.Errorf("%s: from key %q", r.Key, r.FromKey)
+		}
+	}
+	want := "a,method.lambda=1,seed=0 a,method.lambda=2,seed=0 a,method.lambda=3,seed=0 a,method.lambda=2,seed=1 a,method.lambda=2,seed=2 b,seed=0 b,seed=2"
+	if got := strings.Join(keys, " "); got != want {
+		t.Errorf("keys:\n got %s\nwant %s", got, want)
+	}
+	smoke, err := s.Expand(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(smoke) != 3 { // a λ=1, a λ=2 (the second [[run]] collapses onto it), b
+		t.Errorf("smoke: %d runs, want 3", len(smoke))
+	}
+	dup := strings.Replace(src, "seeds = [1, 2]", "seeds = [0, 2]", 1)
+	if err := os.WriteFile(path, []byte(dup), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Load(path); err == nil {
+		_, err = s.Expand(false)
+	}
+	if err == nil || !strings.Contains(err.Error(), "same configuration") {
+		t.Errorf("duplicate key: err = %v", err)
 	}
 }
