@@ -91,13 +91,14 @@ func maskGradient(q, k, v, o, dO, hard *Node) *Node {
 	s := q.Shape().Dimensions[3]
 	g := q.Graph()
 	f32 := dtypes.Float32
-	scores := MulScalar(Dot(q, k).WithOutputDType(f32).Einsum("bgrqd,bgkd->bgrqk"), 1/math.Sqrt(float64(hd)))
+	// float32 operands: the carrier gradient takes differences of e/Z·dP terms, which bf16 scores would blur.
+	scores := MulScalar(Einsum("bgrqd,bgkd->bgrqk", ConvertDType(q, f32), ConvertDType(k, f32)), 1/math.Sqrt(float64(hd)))
 	causal := ExpandLeftToRank(causalMask(g, s), scores.Rank())
 	scores = Where(BroadcastToShape(causal, scores.Shape()), scores, Scalar(g, f32, -1e30))
 	e := Exp(Sub(scores, ReduceAndKeep(scores, ReduceMax, -1)))
 	hardR := BroadcastToShape(InsertAxes(hard, 2), e.Shape())
 	z := ReduceAndKeep(Where(hardR, e, ZerosLike(e)), ReduceSum, -1)
-	dP := Dot(ConvertDType(dO, v.DType()), v).WithOutputDType(f32).Einsum("bgrqd,bgkd->bgrqk")
+	dP := Einsum("bgrqd,bgkd->bgrqk", dO, ConvertDType(v, f32))
 	delta := ReduceAndKeep(Mul(dO, o), ReduceSum, -1) // dO_i·O_i: [b,kv,rep,s,1]
 	return ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2)
 }

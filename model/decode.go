@@ -118,15 +118,21 @@ func (d *Decoder) StepTargets(c *Cache, tokens, targets []int32, pos int, slot [
 	if targets == nil {
 		targets = make([]int32, c.Batch)
 	}
-	args = append(args, tensors.FromFlatDataAndDimensions(tokens, c.Batch), int32(pos), c.K, c.V, c.State,
-		tensors.FromFlatDataAndDimensions(slot, l, c.Batch, kv),
-		tensors.FromFlatDataAndDimensions(valid, l, c.Batch, kv, c.Cap),
-		tensors.FromFlatDataAndDimensions(targets, c.Batch))
+	// The cache buffers are donated (the step writes the new cache into them) and per-step tensors freed at
+	// once: see buffers.go.
+	inputs := []*tensors.Tensor{tensors.FromFlatDataAndDimensions(tokens, c.Batch),
+		tensors.FromFlatDataAndDimensions(slot, l, c.Batch, kv), tensors.FromFlatDataAndDimensions(valid, l, c.Batch, kv, c.Cap),
+		tensors.FromFlatDataAndDimensions(targets, c.Batch)}
+	args = append(args, inputs[0], int32(pos), Donate(d.backend, c.K), Donate(d.backend, c.V), Donate(d.backend, c.State),
+		inputs[1], inputs[2], inputs[3])
 	out, err := d.exec.Exec(args...)
+	Free(inputs...)
 	if err != nil {
+		c.K, c.V, c.State = nil, nil, nil // donated: the cache cannot be used again
 		return StepOut{}, fmt.Errorf("decode step at position %d: %w", pos, err)
 	}
 	c.K, c.V, c.State = out[0], out[1], out[2]
+	defer Free(out[3:]...)
 	so := StepOut{NLL: tensors.MustCopyFlatData[float32](out[3]), Argmax: tensors.MustCopyFlatData[int32](out[4])}
 	k := 5
 	if d.WantLogits {

@@ -186,6 +186,14 @@ func mix(a, b uint64) uint64 {
 func (t *Trainer) donate(ts []*tensors.Tensor) []any {
 	out := make([]any, len(ts))
 	for i, x := range ts {
+		out[i] = model.Donate(t.Backend, x)
+	}
+	return out
+}
+
+func asArgs(ts []*tensors.Tensor) []any {
+	out := make([]any, len(ts))
+	for i, x := range ts {
 		out[i] = x
 	}
 	return out
@@ -214,10 +222,10 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 		if err != nil {
 			return row, err
 		}
-		args := append(append(append(t.donate(t.Params.Values), t.donate(t.m)...), t.donate(t.v)...),
-			tensors.FromFlatDataAndDimensions(tokens[0], b, s), tensors.FromFlatDataAndDimensions(targets[0], b, s),
-			rng, lr, stepT)
+		tok, tgt := tensors.FromFlatDataAndDimensions(tokens[0], b, s), tensors.FromFlatDataAndDimensions(targets[0], b, s)
+		args := append(append(append(t.donate(t.Params.Values), t.donate(t.m)...), t.donate(t.v)...), tok, tgt, rng, lr, stepT)
 		out, err := t.fused.Exec(args...)
+		model.Free(tok, tgt, rng)
 		if err != nil {
 			return row, fmt.Errorf("train step %d: %w", t.Step+1, err)
 		}
@@ -226,6 +234,7 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 		copy(t.v, out[2*n:3*n])
 		ceSum, auxSum, densSum = scalar(out[3*n]), scalar(out[3*n+1]), scalar(out[3*n+2])
 		row.GradNorm = scalar(out[3*n+3])
+		model.Free(out[3*n:]...)
 	} else {
 		if t.acc == nil {
 			t.acc = zerosLike(t.Params.Specs)
@@ -236,9 +245,11 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 			if err != nil {
 				return row, err
 			}
-			args := append(append(t.donate(t.Params.Values), t.donate(acc)...),
-				tensors.FromFlatDataAndDimensions(tokens[k], b, s), tensors.FromFlatDataAndDimensions(targets[k], b, s), rng)
+			tok, tgt := tensors.FromFlatDataAndDimensions(tokens[k], b, s), tensors.FromFlatDataAndDimensions(targets[k], b, s)
+			// The parameters are read again by the next micro-batch and the update: not donated.
+			args := append(append(asArgs(t.Params.Values), t.donate(acc)...), tok, tgt, rng)
 			out, err := t.gradEx.Exec(args...)
+			model.Free(tok, tgt, rng)
 			if err != nil {
 				return row, fmt.Errorf("train step %d (micro-batch %d): %w", t.Step+1, k, err)
 			}
@@ -246,6 +257,7 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 			ceSum += scalar(out[n]) / float64(t.Cfg.GradAccum)
 			auxSum += scalar(out[n+1])
 			densSum += scalar(out[n+2]) / float64(t.Cfg.GradAccum)
+			model.Free(out[n:]...)
 		}
 		args := append(append(append(append(t.donate(t.Params.Values), t.donate(t.m)...), t.donate(t.v)...), t.donate(acc)...), lr, stepT)
 		out, err := t.applyEx.Exec(args...)
@@ -256,6 +268,7 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 		copy(t.m, out[n:2*n])
 		copy(t.v, out[2*n:3*n])
 		row.GradNorm = scalar(out[3*n])
+		model.Free(out[3*n:]...)
 	}
 	row.Loss, row.Aux, row.Density = ceSum, auxSum, densSum
 	row.Seconds = time.Since(start).Seconds()
