@@ -183,13 +183,26 @@ func (e experimentsExec) Run(ctx context.Context, r sweeps.Run, dir, fromDir str
 // currentProvenance reads the commit, dirty flag and versions once per launch (best effort).
 func currentProvenance() provenance {
 	p := provenance{GoVersion: runtime.Version()}
-	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+	bi, haveBI := debug.ReadBuildInfo()
+	if haveBI { // a built binary knows its commit; the folder it runs in may be a copy with another history
+		for _, st := range bi.Settings {
+			switch st.Key {
+			case "vcs.revision":
+				p.Commit = st.Value
+			case "vcs.modified":
+				p.Dirty = st.Value == "true"
+			}
+		}
+	}
+	if p.Commit != "" {
+		// from the build info
+	} else if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
 		p.Commit = strings.TrimSpace(string(out))
 		if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
 			p.Dirty = len(strings.TrimSpace(string(st))) > 0
 		}
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if haveBI {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/gomlx/gomlx" {
 				p.GoMLX = d.Version

@@ -6,6 +6,8 @@
 #   build here:  scripts/device_pg19.sh pack            (xz'd runner/bench/model.test + pg19-subset into .carry/dev)
 #   call 1:      scripts/device_pg19.sh start .carry/dev 540   (GPU checks and bench, then the sweep; waits ≤540 s)
 #   call 2..n:   scripts/device_pg19.sh wait  .carry/dev 570   (waits for the sweep ≤570 s)
+#   fresh machine, finished runs kept: put a tarball of their folders (no ckpt needed unless a `from` source) at
+#                DIR/seed.tar.gz and call: scripts/device_pg19.sh resume .carry/dev 570
 # Every call leaves in $OUT: pg19-results.tar.gz (run folders without checkpoints), sweep.log and, after start,
 # gputest.log (the fused NAtS attention checked against the materialised one in bf16; if it fails, the sweep
 # runs on the materialised path). Unpack here with: tar -xzf pg19-results.tar.gz -C results
@@ -20,9 +22,9 @@ log=/tmp/sweep.log
 if [ "$cmd" = pack ]; then
 	set -e
 	mkdir -p "$dir"
-	CGO_ENABLED=1 go build -tags xla -ldflags "-s -w" -o "$dir/runner" ./runner
-	CGO_ENABLED=1 go build -tags xla -ldflags "-s -w" -o "$dir/bench" ./bench
-	CGO_ENABLED=1 go test -c -tags 'xla gpu' -ldflags "-s -w" -o "$dir/model.test" ./model
+	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/runner" ./runner
+	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/bench" ./bench
+	CGO_ENABLED=1 go test -buildvcs=true -c -tags 'xla gpu' -ldflags "-s -w" -o "$dir/model.test" ./model
 	xz -T2 -6 -f "$dir/runner" "$dir/bench" "$dir/model.test"
 	[ -f "$dir/pg19-subset.tar.xz" ] || (cd "${PG19_PARENT:-../shared/data}" && tar -cf - pg19-subset | xz -T2 -6 >"$OLDPWD/$dir/pg19-subset.tar.xz")
 	ls -la "$dir"
@@ -38,6 +40,15 @@ collect() {
 	cp $log "$OUT/sweep.log" 2>/dev/null
 	grep -h -E '^\[[0-9]+/[0-9]+\]|done|failed|error' $log 2>/dev/null | tail -40
 }
+
+if [ "$cmd" = resume ]; then
+	mkdir -p $bin data $res
+	xz -dc "$dir/runner.xz" >$bin/runner && chmod +x $bin/runner
+	[ -d data/pg19-subset ] || tar -xJf "$dir/pg19-subset.tar.xz" -C data
+	tar -xzf "$dir/seed.tar.gz" -C $res
+	setsid nohup $bin/runner -sweep pg19.toml -out $res -backend xla:cuda -no-report >$log 2>&1 </dev/null &
+	echo "sweep resumed (pid $!)"
+fi
 
 if [ "$cmd" = start ]; then
 	mkdir -p $bin data $res
@@ -59,6 +70,8 @@ fi
 while [ $(($(date +%s) - t0)) -lt "$budget" ]; do
 	pgrep -f "$bin/runner -sweep" >/dev/null || break
 	sleep 5
+	# Hand back what is done every minute, in case the call is cut short.
+	[ $((($(date +%s) - t0) % 60)) -lt 5 ] && collect >/dev/null
 done
 pgrep -f "$bin/runner -sweep" >/dev/null && echo "sweep still running after $(($(date +%s) - t0)) s" || echo "sweep finished"
 collect
