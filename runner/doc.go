@@ -6,6 +6,9 @@
 // Usage:
 //
 //	go run ./runner -sweep pg19.toml [-smoke] [-only GLOB] [-dry-run] [-force] [-out out] [-backend go|xla:cuda]
+//	go run ./runner -sweep pg19.toml -devices 0,1 [-backend xla:cuda]     (one child runner per device)
+//	go run ./runner -sweep pg19.toml -launcher slurm [-slurm-…] [-dry-run] (job arrays, see launch.go)
+//	go run ./runner status -sweep pg19.toml [-out out]                    (folders + squeue/sacct)
 //	go run ./runner report -sweep pg19.toml [-smoke] [-all] [-out out]
 //	go run ./runner compare [-x kv_fraction] [-y ppl] [-task pg19] [-name NAME] SEL SEL...
 //

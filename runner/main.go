@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 			return cmdCompare(args[1:], stdout, stderr)
 		case "eval":
 			return cmdEval(args[1:], stdout, stderr)
+		case "status":
+			return cmdStatus(args[1:], stdout, stderr)
 		case "help", "-h", "-help", "--help":
 			usage(stderr)
 			return exitOK
@@ -66,6 +68,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 	force := fs.Bool("force", false, "rerun runs that are DONE, from scratch")
 	noReport := fs.Bool("no-report", false, "do not write tables and figures at the end")
 	stale := fs.Bool("stale", false, "with -dry-run: list only runs made at another commit than the checkout's")
+	devices := fs.String("devices", "", "run independent runs at the same time, one child runner per device (\"0,1\"): CUDA devices on xla backends, concurrency slots on the pure-Go backend")
+	launcher := fs.String("launcher", "", `"slurm": submit the runs as Slurm job arrays (one task per run) instead of running them here`)
+	var so slurmOptions
+	fs.StringVar(&so.Partition, "slurm-partition", "", "Slurm: --partition of the tasks")
+	fs.IntVar(&so.GPUs, "slurm-gpus", 0, "Slurm: GPUs per task (--gres=gpu:N)")
+	fs.IntVar(&so.CPUs, "slurm-cpus", 0, "Slurm: --cpus-per-task")
+	fs.StringVar(&so.Time, "slurm-time", "", "Slurm: --time limit per task (e.g. 4:00:00)")
+	fs.StringVar(&so.Extra, "slurm-args", "", `Slurm: further sbatch options, whitespace-separated (e.g. "--account=x --qos=y")`)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -92,10 +102,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 	}
 	o := options{Out: *out, Only: *only, Force: *force, DryRun: *dry, Backend: *backend, Device: *device, Log: stderr,
 		prov: currentProvenance()}
-	if *dry || *stale {
+	if (*dry || *stale) && *launcher == "" {
 		o.Log, o.Stale = stdout, *stale
 		dryRun(runs, o)
 		return exitOK
+	}
+	if *launcher != "" && *launcher != "slurm" {
+		fmt.Fprintf(stderr, "runner: -launcher %q: the only launcher is \"slurm\"\n", *launcher)
+		return exitUsage
+	}
+	if *launcher != "" && *devices != "" {
+		fmt.Fprintln(stderr, "runner: -launcher and -devices exclude each other (on Slurm, ask for GPUs with -slurm-gpus)")
+		return exitUsage
+	}
+	var ca childArgs
+	if *launcher != "" || *devices != "" {
+		sp, err1 := filepath.Abs(resolveSweep(*sweepFlag))
+		op, err2 := filepath.Abs(*out)
+		if err := errors.Join(err1, err2); err != nil {
+			fmt.Fprintf(stderr, "runner: %v\n", err)
+			return exitUsage
+		}
+		ca = childArgs{Sweep: sp, Out: op, Smoke: *smoke, Backend: *backend, Force: *force}
 	}
 	if exec == nil {
 		exec = experimentsExec{env: experiments.Env{Backend: *backend, Smoke: *smoke, Log: stderr, Commit: o.prov.Commit, Device: *device}}
@@ -106,7 +134,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 	}
 	fmt.Fprintf(stderr, "sweep %s (%s): %d runs%s, output %s\n", sw.Name, sw.Path, len(runs), map[bool]string{true: ", smoke", false: ""}[*smoke],
 		filepath.Join(*out, sw.Name))
-	s := runSweep(ctx, runs, exec, o)
+	if *launcher == "slurm" {
+		if err := launchSlurm(sw, runs, ca, so, *dry, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "runner: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	var s summary
+	if *devices != "" {
+		devs, err := parseDevices(*devices, *backend)
+		if err != nil {
+			fmt.Fprintf(stderr, "runner: %v\n", err)
+			return exitUsage
+		}
+		s = runDevices(ctx, runs, devs, ca, stderr)
+	} else {
+		s = runSweep(ctx, runs, exec, o)
+	}
 	if !*noReport && s.Done+s.Skipped > 0 && !s.Interrupted {
 		if err := report(sw, *out, *smoke, false, io.Discard); err != nil {
 			fmt.Fprintf(stderr, "runner: report: %v\n", err)
@@ -125,6 +170,11 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   runner -sweep FILE [-smoke] [-only GLOB] [-dry-run] [-stale] [-force] [-out DIR] [-backend B] [-device N]
       run or resume a sweep (a bare name resolves under sweeps/)
+      -devices 0,1       run independent runs at the same time, one per device (the order of from allows)
+      -launcher slurm    submit job arrays, one task per run [-slurm-partition P] [-slurm-gpus N] [-slurm-cpus N]
+                         [-slurm-time T] [-slurm-args "..."]; with -dry-run print the sbatch scripts
+  runner status -sweep FILE [-smoke] [-out DIR]
+      each run's state from its folder, and from squeue/sacct for runs submitted to Slurm
   runner report -sweep FILE [-smoke] [-all] [-out DIR]
       write OUT/<sweep>/{runs.parquet, summary.md, figures/} from stored results, training nothing
   runner compare [-out DIR] [-x METRIC] [-y METRIC] [-task TASK] [-label PATHS] [-logx] [-name NAME] [-smoke] SEL SEL...
