@@ -65,6 +65,9 @@ type LatencyConfig struct {
 	Warmup       int    `toml:"warmup"`
 	Repeats      int    `toml:"repeats"`
 	PromptSource string `toml:"prompt_source"`
+	// MemLimitGiB bounds the K/V buffers; 0 = 90% of the free device memory (nvidia-smi on CUDA, MemAvailable on
+	// the pure-Go backend). A prompt whose cache cannot fit is refused before any measurement.
+	MemLimitGiB float64 `toml:"mem_limit_gib"`
 }
 
 func (l LatencyConfig) validate() error {

@@ -3,7 +3,11 @@ package experiments
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"natsbench/engine"
@@ -82,13 +86,35 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	} else if lc.PromptSource != "random" {
 		return fmt.Errorf("latency.prompt_source = %q: want \"pg19:test\" or \"random\"", lc.PromptSource)
 	}
+	limit, how := memLimit(lc, env)
+	fmt.Fprintf(env.Log, "  K/V memory limit %.1f GiB (%s)\n", float64(limit)/(1<<30), how)
+	// Refuse, before any measurement, a prompt whose cache cannot fit: full attention keeps prompt + decoded
+	// tokens, the budget policies their budget; NAtS grows with what it keeps and is checked as it grows.
+	for _, n := range lc.PromptLens {
+		keep := n + lc.DecodeTokens
+		if evictor != nil && rc.Method.Budget > 0 && masker == nil {
+			keep = min(keep, rc.Method.Budget)
+		}
+		if masker != nil {
+			continue
+		}
+		elem := int64(4)
+		if mcfg.IsBF16() {
+			elem = 2
+		}
+		need := 2 * int64(mcfg.NLayers) * int64(lc.BatchSize) * int64(mcfg.KVHeads()) * int64(keep+32) * int64(mcfg.HeadDim()) * elem
+		if limit > 0 && need > limit {
+			return fmt.Errorf("%s: latency.prompt_lens: %d tokens (batch %d) need %.1f GiB of K/V cache for %s, over the limit of %.1f GiB (%s)",
+				info.key, n, lc.BatchSize, float64(need)/(1<<30), rc.Method.Name, float64(limit)/(1<<30), how)
+		}
+	}
 	var rows []Row
 	now := time.Now()
 	for _, n := range lc.PromptLens {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := engine.New(backend, mcfg, masker, evictor, params, engine.Options{MaxNewTokens: lc.DecodeTokens})
+		e, err := engine.New(backend, mcfg, masker, evictor, params, engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit})
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
@@ -133,4 +159,35 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction)
 	}
 	return results.WriteRows(filepath.Join(dir, results.MetricsFile), rows)
+}
+
+// memLimit returns the K/V byte limit of a latency run and where it comes from: latency.mem_limit_gib, else 90% of
+// the free memory of the device (nvidia-smi for CUDA backends, /proc/meminfo's MemAvailable for the pure-Go
+// backend); 0 when neither can be read.
+func memLimit(lc LatencyConfig, env Env) (int64, string) {
+	if lc.MemLimitGiB > 0 {
+		return int64(lc.MemLimitGiB * (1 << 30)), "latency.mem_limit_gib"
+	}
+	if strings.HasPrefix(env.Backend, "xla") && !strings.Contains(env.Backend, "cpu") {
+		args := []string{"--query-gpu=memory.free", "--format=csv,noheader,nounits"}
+		if env.Device >= 0 {
+			args = append(args, "-i", strconv.Itoa(env.Device))
+		}
+		if out, err := exec.Command("nvidia-smi", args...).Output(); err == nil {
+			if mib, err := strconv.ParseFloat(strings.TrimSpace(strings.Split(string(out), "\n")[0]), 64); err == nil && mib > 0 {
+				return int64(0.9 * mib * (1 << 20)), "90% of the GPU's free memory (nvidia-smi)"
+			}
+		}
+		return 0, "no limit: nvidia-smi did not answer"
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+				if kb, err := strconv.ParseFloat(f[1], 64); err == nil {
+					return int64(0.9 * kb * 1024), "90% of MemAvailable"
+				}
+			}
+		}
+	}
+	return 0, "no limit: free memory unknown"
 }

@@ -162,6 +162,21 @@ func TestLMRunResumeAndFrom(t *testing.T) {
 	if len(dec) != 2 || dec[0].X != 16 || dec[1].X != 32 || dec[0].Value <= 0 || len(kvf) != 2 || kvf[1].Value >= 1 {
 		t.Fatalf("latency rows: decode %v, kv fraction %v", dec, kvf)
 	}
+	// A cache that cannot fit is refused before any measurement, naming the prompt length and the limit.
+	big := tinyRun(data, "big", "full", map[string]any{
+		"latency": map[string]any{"prompt_lens": []any{16, 4000}, "decode_tokens": 4, "warmup": 1, "repeats": 1, "batch_size": 1,
+			"mem_limit_gib": 1e-5},
+	})
+	big.Kind, big.FromKey, big.FromID = "latency", "full,seed=0", "fullid"
+	bdir := filepath.Join(out, "t", "big")
+	os.MkdirAll(bdir, 0o755)
+	err := Run(context.Background(), big, bdir, dir, Env{})
+	if err == nil || !strings.Contains(err.Error(), "latency.prompt_lens: 4000 tokens") || !strings.Contains(err.Error(), "over the limit") {
+		t.Fatalf("oversized cache: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bdir, "metrics.parquet")); err == nil {
+		t.Fatal("the refused run wrote metrics")
+	}
 }
 
 func TestValidateRefusesBadInput(t *testing.T) {
