@@ -25,6 +25,7 @@ type RunConfig struct {
 	Eval      EvalConfig      `toml:"eval"`
 	Latency   LatencyConfig   `toml:"latency"`
 	LongBench LongBenchConfig `toml:"longbench"`
+	Finetune  FinetuneConfig  `toml:"finetune"`
 }
 
 // DataConfig is the [data] table.
@@ -140,6 +141,8 @@ func DefaultRunConfig() RunConfig {
 		Eval:      EvalConfig{Split: "test", ContextLen: 1024, MaxWindows: 0, BatchSize: 8, PositionBuckets: []int{128, 256, 512, 1024, 2048}},
 		Latency:   LatencyConfig{PromptLens: []int{1024}, BatchSize: 1, DecodeTokens: 64, Warmup: 1, Repeats: 3, PromptSource: "pg19:test"},
 		LongBench: LongBenchConfig{Data: "testdata/longbench", ChatTemplate: "none", PrefillChunk: 512},
+		Finetune: FinetuneConfig{Steps: 100, LR: 2e-3, SeqLen: 256, Words: 200, NumKeys: 2, KeyWords: 2, CkptEvery: 50,
+			LogEvery: 1, EvalSamples: 16, Sinks: 4},
 	}
 }
 

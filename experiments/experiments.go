@@ -25,7 +25,7 @@ type Env struct {
 }
 
 // Kinds lists the run kinds this build can run.
-var Kinds = []string{"lm", "longbench", "latency"}
+var Kinds = []string{"lm", "longbench", "latency", "finetune"}
 
 // Decode resolves a run's typed configuration: the defaults, overlaid with the run's tables, decoded strictly.
 func Decode(r sweeps.Run) (RunConfig, error) {
@@ -50,6 +50,14 @@ func Validate(r sweeps.Run) error {
 		if err := rc.Latency.validate(); err != nil {
 			return wrap(err)
 		}
+	case "finetune":
+		if err := rc.Finetune.validate(rc.Method); err != nil {
+			return wrap(err)
+		}
+		if _, _, err := rc.Method.Build(); err != nil {
+			return wrap(err)
+		}
+		return nil // the base model and its tokenizer are the finetune table's, not [model] or [data]
 	case "longbench":
 		if r.FromKey == "" {
 			return wrap(fmt.Errorf("kind longbench evaluates a trained model: set `from` (e.g. from = \"pg19:full\")"))
@@ -115,6 +123,8 @@ func Run(ctx context.Context, r sweeps.Run, dir, fromDir string, env Env) error 
 		return runLatency(ctx, rc, info, dir, fromDir, env)
 	case "longbench":
 		return runLongBench(ctx, rc, info, dir, fromDir, env)
+	case "finetune":
+		return runFinetune(ctx, rc, info, dir, env)
 	}
 	return fmt.Errorf("kind %q not supported", r.Kind)
 }

@@ -69,6 +69,7 @@ type Trainer struct {
 	backend compute.Backend
 	m, v    []*tensors.Tensor
 	exec    *Exec
+	predict map[string]*Exec // Predict's graphs by policy
 }
 
 // maskerConfig is the view of the Llama config the NAtS masker needs.

@@ -26,6 +26,10 @@ var registry = []Metric{
 	{Name: "tokens_per_second", Unit: "tokens/s", HigherIsBetter: true, Doc: "training throughput of the step"},
 	{Name: "mask_density", Unit: "fraction", Doc: "NAtS attention-mask density (fraction of visible keys)"},
 	{Name: "sparsity_loss", Unit: "", Doc: "the NAtS λ-weighted sparsity penalty"},
+	{Name: "distill_loss", Unit: "mse", Doc: "fine-tuning: MSE of the student's final hidden states to the full-attention teacher's on answer tokens"},
+	// passkey retrieval after fine-tuning (task "passkey"; the row's method is the attention pattern scored)
+	{Name: "passkey_accuracy", Unit: "fraction", HigherIsBetter: true, X: "seq_len", Doc: "held-out passkey samples whose answer greedy decoding reproduces exactly"},
+	{Name: "answer_agreement", Unit: "fraction", HigherIsBetter: true, X: "seq_len", Doc: "held-out samples whose greedy answer tokens equal full attention's"},
 	// PG-19 perplexity (task "pg19")
 	{Name: "ppl", Unit: "", X: "context_len", Doc: "token perplexity by streaming decoding, exp(mean NLL)"},
 	{Name: "nll", Unit: "nll", X: "context_len", Doc: "mean token NLL by streaming decoding"},

@@ -72,7 +72,18 @@ func report(sw *sweeps.Sweep, out string, smoke, all bool, w io.Writer) error {
 	b.WriteString(statusLine(c.Runs) + "\n\n")
 	if len(c.Rows) > 0 {
 		b.WriteString("Final values, mean ± sd over seeds:\n\n")
-		b.WriteString(plots.SummaryTable(c.Rows, nil))
+		var main, passkey []results.Row
+		for _, r := range c.Rows {
+			if r.Task == "passkey" {
+				passkey = append(passkey, r)
+			} else {
+				main = append(main, r)
+			}
+		}
+		b.WriteString(plots.SummaryTable(main, nil))
+		if len(passkey) > 0 {
+			b.WriteString("\n## Passkey retrieval after fine-tuning\n\n" + passkeyTable(passkey))
+		}
 		if lb := plots.LongBenchTable(c.Rows); lb != "" {
 			b.WriteString("\n## LongBench\n\n" + lb)
 		}
@@ -286,4 +297,38 @@ func selection(sel, out string, smoke bool) ([]results.Row, plots.Configs, error
 	}
 	c = filterCollection(c, func(id string) bool { return keep[id] })
 	return c.Rows, c.Configs(), nil
+}
+
+// passkeyTable lists the passkey rows of finetune runs: one line per (run, attention pattern scored), mean over
+// seeds.
+func passkeyTable(rows []results.Row) string {
+	type k struct{ key, method string }
+	sum := map[k]map[string][]float64{}
+	var order []k
+	for _, r := range rows {
+		kk := k{strings.TrimSuffix(r.Key, fmt.Sprintf(",seed=%d", r.Seed)), r.Method}
+		if sum[kk] == nil {
+			sum[kk] = map[string][]float64{}
+			order = append(order, kk)
+		}
+		sum[kk][r.Metric] = append(sum[kk][r.Metric], r.Value)
+	}
+	var b strings.Builder
+	b.WriteString("| run | attention | seeds | passkey_accuracy | answer_agreement | kv_fraction |\n|---|---|---|---|---|---|\n")
+	for _, kk := range order {
+		m := sum[kk]
+		mean := func(xs []float64) string {
+			if len(xs) == 0 {
+				return "–"
+			}
+			t := 0.0
+			for _, x := range xs {
+				t += x
+			}
+			return fmt.Sprintf("%.3f", t/float64(len(xs)))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s |\n", kk.key, kk.method, len(m["kv_fraction"]), mean(m["passkey_accuracy"]),
+			mean(m["answer_agreement"]), mean(m["kv_fraction"]))
+	}
+	return b.String()
 }
