@@ -1,0 +1,105 @@
+package finetune
+
+import (
+	"fmt"
+	"strings"
+
+	"natsbench/llama"
+)
+
+// Memory is an ESTIMATE from tensor shapes of the device memory of one scorer-only fine-tuning step on one
+// sequence — not a measurement. It counts the tensors that must coexist at the peak; XLA's buffer reuse,
+// fusion and allocator overhead are ignored, so real use can differ by tens of percent either way.
+type Memory struct {
+	Weights     int64 // frozen base weights as held on the device
+	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
+	Kept        int64 // student activations kept for the backward pass (all layers, or only layer inputs when checkpointing)
+	Layer       int64 // one layer's activations, re-materialised during its backward when checkpointing
+	LayerGrad   int64 // one layer's activation gradients during its backward (same shapes as Layer)
+	AttnTerm    int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
+	Total       int64
+}
+
+// MemoryOptions sets what is counted.
+type MemoryOptions struct {
+	Seq          int  // tokens per sequence
+	ParamBytes   int  // bytes per stored weight: 4 (llama/ holds float32 and casts in the graph) or 2 (bf16)
+	ComputeBytes int  // bytes per activation element: 2 (bf16) or 4 (float32)
+	Checkpoint   bool // gradient checkpointing per layer: keep only layer inputs, recompute a layer in its backward
+}
+
+// Per-layer `[heads, seq, seq]` float32 tensors of the student's masked attention kept for backward: scores and
+// probabilities over the query heads, and over the KV heads the NAtS hard mask and the four role terms A, B, C,
+// D of the gradient carrier (NATS-SPEC.md §1.5).
+const (
+	queryHeadTerms = 2
+	kvHeadTerms    = 5
+)
+
+// EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments
+// (hidden·kv_heads·3 per layer) are included in Weights; the teacher's forward keeps nothing but its final
+// hidden states (it runs under StopGradient), its transient peak is below the student's backward peak.
+func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
+	s, h, in := int64(o.Seq), int64(c.HiddenSize), int64(c.IntermediateSize)
+	hd := int64(c.HeadDim)
+	if hd == 0 {
+		hd = h / int64(c.NumHeads)
+	}
+	nh, nkv, L, V := int64(c.NumHeads), int64(c.NumKVHeads), int64(c.NumLayers), int64(c.VocabSize)
+	cb, pb := int64(o.ComputeBytes), int64(o.ParamBytes)
+	perLayerParams := 2*h + h*nh*hd + 2*h*nkv*hd + nh*hd*h + 3*h*in
+	nParams := L*perLayerParams + V*h + h
+	if !c.TieEmbeddings {
+		nParams += V * h
+	}
+	var m Memory
+	scorer := L * h * nkv * 3 * 4 * 4 // float32 parameters, gradients, m, v
+	m.Weights = nParams*pb + scorer
+	if pb != cb {
+		m.WeightsCast = nParams * cb
+	}
+	m.AttnTerm = nh * s * s * 4
+	attn := queryHeadTerms*m.AttnTerm + kvHeadTerms*nkv*s*s*4
+	// Linear activations of one layer: input, normed, q, k, v, attention output, residual, normed, gate, up,
+	// silu(gate)·up, MLP output.
+	linear := s * (h + h + nh*hd + 2*nkv*hd + nh*hd + h + h + 3*in + h)
+	m.Layer = linear*cb + attn
+	m.LayerGrad = m.Layer
+	final := 3 * s * h * cb // teacher and student final hidden states and their difference
+	if o.Checkpoint {
+		m.Kept = L*s*h*cb + final
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Layer + m.LayerGrad
+	} else {
+		m.Kept = L*m.Layer + final
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.LayerGrad
+	}
+	return m
+}
+
+// String prints the estimate in GiB.
+func (m Memory) String() string {
+	g := func(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s + one layer %s + its gradients %s = %s (estimate; one [heads,seq,seq] f32 term is %s)",
+		g(m.Weights), g(m.WeightsCast), g(m.Kept), g(m.Layer), g(m.LayerGrad), g(m.Total), g(m.AttnTerm))
+	return sb.String()
+}
+
+// Llama3_8B is the architecture of Meta-Llama-3-8B(-Instruct) (config.json), for estimates without the weights.
+func Llama3_8B() llama.Config {
+	return llama.Config{Architecture: "LlamaForCausalLM", HiddenSize: 4096, IntermediateSize: 14336, NumLayers: 32,
+		NumHeads: 32, NumKVHeads: 8, HeadDim: 128, VocabSize: 128256, MaxPositions: 8192, RopeTheta: 500000}
+}
+
+// MaxSeq returns the longest sequence (a multiple of step) whose estimate fits in budget bytes, 0 if none.
+func MaxSeq(c llama.Config, o MemoryOptions, budget int64, step int) int {
+	best := 0
+	for s := step; s <= 1<<20; s += step {
+		o.Seq = s
+		if EstimateMemory(c, o).Total > budget {
+			break
+		}
+		best = s
+	}
+	return best
+}
