@@ -2,9 +2,7 @@ package finetune
 
 import (
 	"fmt"
-	"strings"
 
-	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -14,122 +12,105 @@ import (
 	"natsbench/model"
 )
 
-// PasskeyResult is the passkey retrieval accuracy of one attention method and its KV fraction.
-type PasskeyResult struct {
-	Accuracy   float64 // fraction of samples whose greedy answer contains the asked passkey
-	KVFraction float64 // mean over prompt queries, layers and KV heads of visible keys / (position+1)
-	N          int
+// Evaluation of a fine-tuned adapter on the frozen base model by the masked parallel forward pass: the attention
+// mask of a cache policy is what that policy's KV cache would hold at each query (NATS-SPEC.md §1.8; for NAtS and
+// StreamingLLM decoding with the cache equals this masked forward, as the engine and evaluate tests show for the
+// natsbench LM), so no Llama KV-cache engine is needed to score retrieval. Answers are scored teacher-forced: the
+// prediction at every answer position is the argmax after the true prefix, so "all answer tokens predicted" is
+// exactly "greedy decoding reproduces the answer".
+
+// Policy is the attention pattern evaluated: "full", "nats" (the trainer's scorers, argmax roles) or
+// "streamingllm" (Sinks + Budget).
+type Policy struct {
+	Name          string
+	Sinks, Budget int
 }
 
-// EvalPasskey answers passkey samples greedily on base under an inference mask: masker nil is full attention;
-// otherwise masker's inference mask (NAtS argmax roles with scorers, or model.SinkWindow for StreamingLLM,
-// whose scorers may be nil). Route: the KV-cache engine serves only natsbench's GPT LM, so generation is by
-// repeated masked parallel forward passes over a fixed padded length — for NAtS and StreamingLLM the inference
-// mask is exactly what the cache keeps (decode = forward, tested in model/ and evaluate/), so the answers equal
-// cache decoding's. The KV fraction is measured on the prompt rows of the first forward.
-func EvalPasskey(backend compute.Backend, base *llama.Model, tok llama.Tokenizer, masker model.Masker, scorers *model.Params,
-	samples []Passkey, extraTokens int) (PasskeyResult, error) {
-	var res PasskeyResult
-	c := base.Config
+// Prediction of one sequence.
+type Prediction struct {
+	Argmax   []int32 // argmax next token at every position `[seq]`
+	KVFrac   float64 // mean over layers, KV heads and queries < n of (keys visible)/(keys seen)
+	KeptLast float64 // mean keys visible to query n−1 (the cache size at the end of the prompt)
+}
+
+// Predict runs the base model with the trainer's scorers under policy p on tokens (padded to a fixed length by
+// the caller so one compiled graph serves all samples); n is the number of real tokens (statistics use queries
+// < n).
+func (t *Trainer) Predict(p Policy, tokens []int32, n int) (Prediction, error) {
+	key := fmt.Sprintf("%s/%d/%d", p.Name, p.Sinks, p.Budget)
+	if t.predict == nil {
+		t.predict = map[string]*Exec{}
+	}
+	ex := t.predict[key]
+	if ex == nil {
+		var err error
+		ex, err = NewExec(t.backend, func(in []*Node) []*Node { return t.predictGraph(p, in) })
+		if err != nil {
+			return Prediction{}, err
+		}
+		t.predict[key] = ex
+	}
+	args := make([]any, 0, len(t.Base.Params.Values)+len(t.Scorers.Values)+2)
+	for _, v := range t.Base.Params.Values {
+		args = append(args, v)
+	}
+	for _, v := range t.Scorers.Values {
+		args = append(args, v)
+	}
+	tok := tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens))
+	args = append(args, tok, int32(n))
+	out, err := ex.Exec(args...)
+	model.Free(tok)
+	if err != nil {
+		return Prediction{}, fmt.Errorf("finetune: predict (%s): %w", p.Name, err)
+	}
+	defer model.Free(out...)
+	return Prediction{Argmax: tensors.MustCopyFlatData[int32](out[0]), KVFrac: scalar(out[1]), KeptLast: scalar(out[2])}, nil
+}
+
+func (t *Trainer) predictGraph(p Policy, in []*Node) []*Node {
+	c := t.Base.Config
+	nb, ns := len(t.Base.Params.Specs), len(t.Scorers.Specs)
+	base, sc := in[:nb], in[nb:nb+ns]
+	tokens, n := in[nb+ns], in[nb+ns+1]
+	g := tokens.Graph()
+	seq := tokens.Shape().Dimensions[1]
+	w := llama.WeightsFrom(c, t.Base.Params.Specs, base)
 	mc := maskerConfig(c)
-	nb := len(base.Params.Specs)
-	ns := 0
-	if scorers != nil {
-		ns = len(scorers.Specs)
+	causal := GreaterOrEqual(Iota(g, shapes.Make(dtypes.Int32, seq, seq), 0), Iota(g, shapes.Make(dtypes.Int32, seq, seq), 1))
+	rowOK := LessThan(Iota(g, shapes.Make(dtypes.Int32, seq), 0), n) // queries < n
+	seen := AddScalar(ConvertDType(Iota(g, shapes.Make(dtypes.Int32, seq), 0), dtypes.Float32), 1)
+	frac, last := ScalarZero(g, dtypes.Float32), ScalarZero(g, dtypes.Float32)
+	stats := func(mask *Node) { // mask [1, kv, seq, seq] float
+		vis := ReduceSum(Mul(mask, ConvertDType(BroadcastToShape(ExpandLeftToRank(causal, 4), mask.Shape()), dtypes.Float32)), -1) // [1,kv,seq]
+		f := Where(BroadcastToShape(ExpandLeftToRank(rowOK, 3), vis.Shape()), Div(vis, BroadcastToShape(ExpandLeftToRank(seen, 3), vis.Shape())), ZerosLike(vis))
+		frac = Add(frac, Div(ReduceAllSum(f), MulScalar(ConvertDType(n, dtypes.Float32), float64(vis.Shape().Dimensions[1]))))
+		atLast := Where(BroadcastToShape(ExpandLeftToRank(Equal(Iota(g, shapes.Make(dtypes.Int32, seq), 0), SubScalar(n, 1)), 3), vis.Shape()), vis, ZerosLike(vis))
+		last = Add(last, DivScalar(ReduceAllSum(atLast), float64(vis.Shape().Dimensions[1])))
 	}
-	execs := map[int]*Exec{}
-	var kvSum float64
-	for _, p := range samples {
-		prompt := tok.Encode(p.Context)
-		if b := tok.BOS(); b >= 0 {
-			prompt = append([]int{b}, prompt...)
-		}
-		ans := tok.Encode(p.Answer)
-		n := len(ans) + extraTokens
-		total := (len(prompt) + n + 63) / 64 * 64
-		if len(prompt)+n > c.MaxPositions {
-			return res, fmt.Errorf("passkey: prompt of %d tokens + %d new exceeds max_position_embeddings %d", len(prompt), n, c.MaxPositions)
-		}
-		ex := execs[total]
-		if ex == nil {
-			var err error
-			ex, err = NewExec(backend, func(in []*Node) []*Node {
-				w := llama.WeightsFrom(c, base.Params.Specs, in[:nb])
-				sc := in[nb : nb+ns]
-				tokens, sel, rows := in[nb+ns], in[nb+ns+1], in[nb+ns+2] // [1,S] int32, [S] f32 one-hot, [S] f32 prompt rows
-				g := tokens.Graph()
-				kv := ScalarZero(g, dtypes.Float32)
-				var mf func(int, *Node) *Node
-				if masker != nil {
-					mf = func(l int, normed *Node) *Node {
-						var param func(string) *Node
-						if ns > 0 {
-							scorer := ConvertDType(sc[l], normed.DType())
-							param = func(string) *Node { return scorer }
-						}
-						m := masker.Mask(&model.AttnSite{Cfg: mc, Layer: l, Normed: normed, Param: param}).Materialize()
-						if m == nil {
-							return nil
-						}
-						vis := Mul(ConvertDType(m, dtypes.Float32), Reshape(ConvertDType(llama.AllowedMask(g, c, total), dtypes.Float32), 1, 1, total, total))
-						frac := Div(ReduceSum(vis, -1), AddScalar(Iota(g, shapes.Make(dtypes.Float32, 1, 1, total), 2), 1)) // [1,kv,S]
-						kv = Add(kv, ReduceAllMean(Mul(frac, Reshape(rows, 1, 1, total))))
-						return m
-					}
-				}
-				h := llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Mask: mf}).Hidden
-				last := ReduceSum(Mul(ConvertDType(h, dtypes.Float32), ExpandAxes(sel, 0, -1)), 1) // [1, hidden]
-				logits := llama.LMHead(c, w, ConvertDType(last, h.DType()))
-				return []*Node{ArgMax(logits, -1, dtypes.Int32), kv}
-			})
-			if err != nil {
-				return res, err
-			}
-			execs[total] = ex
-		}
-		seq := append([]int{}, prompt...)
-		var gen []int
-		for k := 0; k < n; k++ {
-			ids := make([]int32, total)
-			for i, t := range seq {
-				ids[i] = int32(t)
-			}
-			sel, rows := make([]float32, total), make([]float32, total)
-			sel[len(seq)-1] = 1
-			for i := range prompt {
-				rows[i] = float32(total) / float32(len(prompt)) // mean over prompt rows after ReduceAllMean over S
-			}
-			args := []any{}
-			for _, v := range base.Params.Values {
-				args = append(args, v)
-			}
-			for i := 0; i < ns; i++ {
-				args = append(args, scorers.Values[i])
-			}
-			args = append(args, tensors.FromFlatDataAndDimensions(ids, 1, total), tensors.FromFlatDataAndDimensions(sel, total),
-				tensors.FromFlatDataAndDimensions(rows, total))
-			out, err := ex.Exec(args...)
-			if err != nil {
-				return res, fmt.Errorf("passkey: %w", err)
-			}
-			next := int(tensors.MustCopyFlatData[int32](out[0])[0])
-			if k == 0 {
-				if masker == nil {
-					kvSum++
-				} else {
-					kvSum += scalar(out[1]) / float64(c.NumLayers)
-				}
-			}
-			gen, seq = append(gen, next), append(seq, next)
-		}
-		if strings.Contains(tok.Decode(gen), p.Answer) {
-			res.Accuracy++
-		}
-		res.N++
+	var masker model.Masker
+	switch p.Name {
+	case "nats":
+		masker = t.Masker
+	case "streamingllm":
+		masker = model.SinkWindow{Sinks: p.Sinks, Budget: p.Budget}
 	}
-	if res.N > 0 {
-		res.Accuracy /= float64(res.N)
-		res.KVFraction = kvSum / float64(res.N)
+	opt := llama.Options{}
+	if masker != nil {
+		opt.Mask = func(l int, normed *Node) *Node {
+			scorer := ConvertDType(sc[l], normed.DType())
+			out := masker.Mask(&model.AttnSite{Cfg: mc, Layer: l, Normed: normed, Param: func(string) *Node { return scorer }})
+			m := ConvertDType(out.Materialize(), dtypes.Float32)
+			stats(m)
+			return m
+		}
 	}
-	return res, nil
+	logits := llama.Forward(c, w, tokens, opt).Logits // [1, seq, vocab]
+	am := Reshape(ArgMax(logits, -1, dtypes.Int32), seq)
+	if masker == nil {
+		frac, last = ScalarOne(g, dtypes.Float32), ConvertDType(n, dtypes.Float32)
+	} else {
+		frac, last = DivScalar(frac, float64(c.NumLayers)), DivScalar(last, float64(c.NumLayers))
+	}
+	return []*Node{am, frac, last}
 }
