@@ -161,7 +161,7 @@ func (e *Engine) checkMem(what string, b, capacity, extra int) error {
 	}
 	need := e.cacheBytes(b, capacity) + 2*int64(e.Cfg.NLayers)*int64(b)*int64(e.Cfg.KVHeads())*int64(extra)*int64(e.Cfg.HeadDim())*e.elemBytes()
 	if need > lim {
-		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d), over Options.MemLimitBytes = %d",
+		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d), over the limit (Options.MemLimitBytes = %d)",
 			what, need, capacity, b, lim)
 	}
 	return nil
@@ -796,3 +796,21 @@ func (e *Engine) CacheBytes() int64 { return e.cacheBytes(e.batch, e.devCap) }
 // PeakCacheBytes returns the largest CacheBytes since the last Prefill began, and the largest K/V bytes including
 // a prefill chunk's own K/V.
 func (e *Engine) PeakCacheBytes() (cache, withChunk int64) { return e.peakCache, e.peakTotal }
+
+// CheckFits reports, before any work, whether a Prefill of batch rows of n prompt tokens (chunk tokens per
+// graph) plus Options.MaxNewTokens fits Options.MemLimitBytes with the first capacity the policy allocates (the
+// whole bound for Full, StreamingLLM, H2O and TOVA; NAtS, which grows with what it keeps, is checked again at
+// every growth), and whether n is within model.max_seq_len.
+func (e *Engine) CheckFits(batch, n, chunk int) error {
+	if err := e.init(); err != nil {
+		return err
+	}
+	if batch < 1 || n < 1 || chunk < 1 {
+		return fmt.Errorf("engine: CheckFits(batch %d, prompt %d, chunk %d): all must be ≥ 1", batch, n, chunk)
+	}
+	if n+e.Options.MaxNewTokens > e.Cfg.MaxSeqLen {
+		return fmt.Errorf("engine: prompt of %d tokens plus %d new tokens is longer than model.max_seq_len = %d",
+			n, e.Options.MaxNewTokens, e.Cfg.MaxSeqLen)
+	}
+	return e.checkMem(fmt.Sprintf("prompt %d", n), batch, e.initialCap(n+e.Options.MaxNewTokens), min(chunk, n))
+}

@@ -450,8 +450,20 @@ func TestBadInput(t *testing.T) {
 	if _, err := em.Prefill(randTokens(rand.New(rand.NewPCG(1, 2)), 1, 20, cfg.VocabSize), 8); err == nil || !strings.Contains(err.Error(), "MemLimitBytes") {
 		t.Fatalf("memory limit: %v", err)
 	}
+	if err := em.CheckFits(1, 20, 8); err == nil || !strings.Contains(err.Error(), "MemLimitBytes") {
+		t.Fatalf("CheckFits over the memory limit: %v", err)
+	}
+	if err := em.CheckFits(1, cfg.MaxSeqLen, 8); err == nil || !strings.Contains(err.Error(), "max_seq_len") {
+		t.Fatalf("CheckFits past max_seq_len: %v", err)
+	}
+	if err := em.CheckFits(0, 20, 8); err == nil {
+		t.Fatal("CheckFits with batch 0: no error")
+	}
 	// The same limit is enough for StreamingLLM (budget 7: a 16-slot cache).
 	es, _ := New(backend, cfg, nil, policy.StreamingLLM{Sinks: 2, Budget: 7}, params, Options{MemLimitBytes: lim, MaxNewTokens: 20})
+	if err := es.CheckFits(1, 20, 8); err != nil {
+		t.Fatalf("CheckFits for StreamingLLM under the limit: %v", err)
+	}
 	if _, err := es.Prefill(randTokens(rand.New(rand.NewPCG(1, 2)), 1, 20, cfg.VocabSize), 8); err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,9 @@ type LatencyConfig struct {
 	// MemLimitGiB bounds the K/V buffers; 0 = 90% of the free device memory (nvidia-smi on CUDA, MemAvailable on
 	// the pure-Go backend). A prompt whose cache cannot fit is refused before any measurement.
 	MemLimitGiB float64 `toml:"mem_limit_gib"`
+	// RoleRates are the NAtS Global, Local, Window decision rates given to random weights (engine.CalibrateRoles)
+	// when the run has no `from`; required then for method nats.
+	RoleRates []float64 `toml:"role_rates"`
 }
 
 func (l LatencyConfig) validate() error {
@@ -83,6 +86,9 @@ func (l LatencyConfig) validate() error {
 	if l.BatchSize < 1 || l.DecodeTokens < 1 || l.Repeats < 1 || l.Warmup < 0 {
 		return fmt.Errorf("latency: batch_size, decode_tokens and repeats must be ≥ 1 and warmup ≥ 0 (got %d, %d, %d, %d)",
 			l.BatchSize, l.DecodeTokens, l.Repeats, l.Warmup)
+	}
+	if len(l.RoleRates) != 0 && len(l.RoleRates) != 3 {
+		return fmt.Errorf("latency.role_rates has %d values: want [global, local, window]", len(l.RoleRates))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package experiments
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"natsbench/engine"
+	"natsbench/kvcache"
 	"natsbench/model"
 	"natsbench/results"
 )
@@ -87,26 +89,41 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		return fmt.Errorf("latency.prompt_source = %q: want \"pg19:test\" or \"random\"", lc.PromptSource)
 	}
 	limit, how := memLimit(lc, env)
+	if strings.Contains(how, "nvidia-smi") {
+		// The weights are not on the device yet: leave room for them.
+		limit = max(limit-weightBytes(mcfg, params), 1)
+		how += ", less the weights"
+	}
 	fmt.Fprintf(env.Log, "  K/V memory limit %.1f GiB (%s)\n", float64(limit)/(1<<30), how)
-	// Refuse, before any measurement, a prompt whose cache cannot fit: full attention keeps prompt + decoded
-	// tokens, the budget policies their budget; NAtS grows with what it keeps and is checked as it grows.
+	// Refuse, before any measurement, a prompt whose cache cannot fit (the engine's own first allocation: full
+	// attention keeps prompt + decoded tokens, the budget policies their budget; NAtS grows with what it keeps and
+	// is checked as it grows) or that is past the position limit.
+	eopt := engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit}
 	for _, n := range lc.PromptLens {
-		keep := n + lc.DecodeTokens
-		if evictor != nil && rc.Method.Budget > 0 && masker == nil {
-			keep = min(keep, rc.Method.Budget)
+		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
+		if err != nil {
+			return fmt.Errorf("%s: %w", info.key, err)
 		}
-		if masker != nil {
-			continue
+		if err := e.CheckFits(lc.BatchSize, n, prefillChunk(mcfg, rc.Method, lc.BatchSize, n)); err != nil {
+			return fmt.Errorf("%s: latency.prompt_lens: %d tokens (batch %d): %w (K/V limit %.1f GiB: %s)",
+				info.key, n, lc.BatchSize, err, float64(limit)/(1<<30), how)
 		}
-		elem := int64(4)
-		if mcfg.IsBF16() {
-			elem = 2
+	}
+	if fromDir == "" && rc.Method.Name == "nats" {
+		// Random weights: give the NAtS scorer trained-like role rates (engine.CalibrateRoles).
+		if len(lc.RoleRates) != 3 {
+			return fmt.Errorf("%s: method nats without `from` needs latency.role_rates = [global, local, window]", info.key)
 		}
-		need := 2 * int64(mcfg.NLayers) * int64(lc.BatchSize) * int64(mcfg.KVHeads()) * int64(keep+32) * int64(mcfg.HeadDim()) * elem
-		if limit > 0 && need > limit {
-			return fmt.Errorf("%s: latency.prompt_lens: %d tokens (batch %d) need %.1f GiB of K/V cache for %s, over the limit of %.1f GiB (%s)",
-				info.key, n, lc.BatchSize, float64(need)/(1<<30), rc.Method.Name, float64(limit)/(1<<30), how)
+		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
+		if err != nil {
+			return fmt.Errorf("%s: %w", info.key, err)
 		}
+		calib := calibPrompt(prompt, min(longest, 1024), mcfg.VocabSize, info.seed)
+		got, err := engine.CalibrateRoles(e, [][]int32{calib}, engine.RoleRates{Global: lc.RoleRates[0], Local: lc.RoleRates[1], Window: lc.RoleRates[2]}, info.seed)
+		if err != nil {
+			return fmt.Errorf("%s: %w", info.key, err)
+		}
+		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v (layer 0: %v)\n", short(info.key), lc.RoleRates, got[0])
 	}
 	var rows []Row
 	now := time.Now()
@@ -114,12 +131,12 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := engine.New(backend, mcfg, masker, evictor, params, engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit})
+		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
 		opt := engine.MeasureOptions{Method: rc.Method.Name, PromptLen: n, Batch: lc.BatchSize, DecodeTokens: lc.DecodeTokens,
-			Warmup: lc.Warmup, Repeats: lc.Repeats, Seed: info.seed}
+			Warmup: lc.Warmup, Repeats: lc.Repeats, Seed: info.seed, Chunk: prefillChunk(mcfg, rc.Method, lc.BatchSize, n)}
 		if prompt != nil {
 			opt.Prompt = make([][]int32, lc.BatchSize)
 			for b := range opt.Prompt {
@@ -190,4 +207,51 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 		}
 	}
 	return 0, "no limit: free memory unknown"
+}
+
+// weightBytes is the size of the model's weights in the compute dtype.
+func weightBytes(cfg model.Config, p *model.Params) int64 {
+	es := int64(4)
+	if cfg.IsBF16() {
+		es = 2
+	}
+	return int64(p.Count()) * es
+}
+
+// prefillChunk is the prefill chunk for a prompt of n tokens: the largest power of two (at least 64, at most the
+// prompt rounded up to one) whose attention scores `[batch, heads, chunk, n]` in float32 stay within 4 GiB and,
+// for H2O and TOVA, whose attention statistics `[layers, batch, kv_heads, chunk, budget+chunk]` stay within the
+// engine's 1 GiB bound. A whole 64k prompt in one graph would need hundreds of GB of scores.
+func prefillChunk(cfg model.Config, m MethodConfig, batch, n int) int {
+	fits := func(T int) bool {
+		if int64(batch)*int64(cfg.NHeads)*int64(T)*int64(n+T)*4 > 4<<30 {
+			return false
+		}
+		if m.Name == "h2o" || m.Name == "tova" {
+			capacity := kvcache.Bucket(m.Budget)
+			return int64(cfg.NLayers)*int64(batch)*int64(cfg.KVHeads())*int64(T)*int64(capacity+T)*4 <= 1<<30
+		}
+		return true
+	}
+	T := 64
+	for T < n && fits(2*T) {
+		T *= 2
+	}
+	if c := m.ChunkSize; c > 1 && T%c != 0 {
+		T = (T + c - 1) / c * c
+	}
+	return T
+}
+
+// calibPrompt is the first n tokens of prompt, or n seeded random tokens when there is no prompt.
+func calibPrompt(prompt []int32, n, vocab int, seed uint64) []int32 {
+	if len(prompt) >= n {
+		return prompt[:n]
+	}
+	r := rand.New(rand.NewPCG(seed, 0x63616c))
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(r.IntN(vocab))
+	}
+	return out
 }
