@@ -169,3 +169,15 @@ func roundTrip(t *testing.T, tk Tokenizer, dummyPrefix bool) {
 		t.Error("decode of valid text is not valid UTF-8")
 	}
 }
+
+// TestTokenizerVocabMismatch runs without /work/shared: the bundled 512-id llama2.c tokenizer does not fit a
+// model of vocab_size 256 (an error naming the file) and fits one of 512.
+func TestTokenizerVocabMismatch(t *testing.T) {
+	path := filepath.Join("testdata", "tok512.bin")
+	if _, err := LoadTokenizerFor(path, Config{VocabSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokenizerFor(path, Config{VocabSize: 256}); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "vocab_size") {
+		t.Fatalf("tokenizer larger than the model: err = %v", err)
+	}
+}
