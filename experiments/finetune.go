@@ -35,6 +35,11 @@ type FinetuneConfig struct {
 	LogEvery    int     `toml:"log_every"`    // steps between stored rows
 	EvalSamples int     `toml:"eval_samples"` // held-out passkey samples scored after training
 	Sinks       int     `toml:"sinks"`        // StreamingLLM baseline: sink tokens
+	// LongBenchData is a folder of LongBench-format <task>.jsonl training rows (NATS-SPEC.md §3.5, "mixed"); ""
+	// trains on passkeys alone.
+	LongBenchData string `toml:"longbench_data"`
+	// LongBenchRatio is the share of training samples drawn from longbench_data, in [0, 1] (default 0).
+	LongBenchRatio float64 `toml:"longbench_ratio"`
 }
 
 func (f FinetuneConfig) validate(m MethodConfig) error {
@@ -49,10 +54,14 @@ func (f FinetuneConfig) validate(m MethodConfig) error {
 		return fmt.Errorf("finetune.seq_len = %d (≥ 16), finetune.words = %d, finetune.eval_samples = %d (≥ 1)", f.SeqLen, f.Words, f.EvalSamples)
 	case f.NumKeys < 1 || f.NumKeys > 10 || f.KeyWords < 1:
 		return fmt.Errorf("finetune.num_keys = %d (1..10), finetune.key_words = %d (≥ 1)", f.NumKeys, f.KeyWords)
+	case f.LongBenchRatio < 0 || f.LongBenchRatio > 1:
+		return fmt.Errorf("finetune.longbench_ratio = %g: must lie in [0, 1]", f.LongBenchRatio)
+	case f.LongBenchRatio > 0 && f.LongBenchData == "":
+		return fmt.Errorf("finetune.longbench_ratio = %g needs finetune.longbench_data (a folder of <task>.jsonl)", f.LongBenchRatio)
 	case m.Name != "nats":
 		return fmt.Errorf("method.name = %q: kind finetune trains NAtS scorers (method.name = \"nats\")", m.Name)
 	}
-	for _, p := range []struct{ key, path string }{{"finetune.model", f.Model}, {"finetune.haystack", f.Haystack}, {"finetune.tokenizer", f.Tokenizer}} {
+	for _, p := range []struct{ key, path string }{{"finetune.model", f.Model}, {"finetune.haystack", f.Haystack}, {"finetune.tokenizer", f.Tokenizer}, {"finetune.longbench_data", f.LongBenchData}} {
 		if p.path == "" {
 			continue
 		}
@@ -149,6 +158,35 @@ func passkeySample(f FinetuneConfig, tok llama.Tokenizer, words []string, seed, 
 	return nil, nil, 0, 0, fmt.Errorf("finetune.seq_len = %d: too short for %d passkeys of %d words", f.SeqLen, f.NumKeys, f.KeyWords)
 }
 
+// mixedSample is training sample index of the run (NATS-SPEC.md §3.5 "mixed"): a pure function of (seed, index),
+// a LongBench-style row with probability longbench_ratio (the draw of finetune.Mix.Sample), else a passkey sample.
+// A LongBench prompt longer than seq_len keeps its first and last tokens (LongBench's middle truncation); an
+// answer longer than half of seq_len keeps its first half-seq_len tokens.
+func mixedSample(f FinetuneConfig, tok llama.Tokenizer, words []string, lb []finetune.TrainSample, seed, index uint64) ([]int32, []float32, error) {
+	r := rand.New(rand.NewPCG(seed^0x6d6978, index))
+	if f.LongBenchRatio == 0 || r.Float64() >= f.LongBenchRatio {
+		toks, labels, _, _, err := passkeySample(f, tok, words, seed, index)
+		return toks, labels, err
+	}
+	s := lb[r.IntN(len(lb))]
+	ctx := append([]int{tok.BOS()}, tok.Encode(s.Prompt)...)
+	a := tok.Encode(s.Answer)
+	if len(a) > f.SeqLen/2 {
+		a = a[:f.SeqLen/2]
+	}
+	if budget := f.SeqLen - len(a); len(ctx) > budget {
+		ctx = append(ctx[:budget/2:budget/2], ctx[len(ctx)-(budget-budget/2):]...)
+	}
+	toks, labels := make([]int32, f.SeqLen), make([]float32, f.SeqLen)
+	for i, t := range append(ctx, a...) {
+		toks[i] = int32(t)
+	}
+	for i := len(ctx); i < len(ctx)+len(a); i++ {
+		labels[i] = 1
+	}
+	return toks, labels, nil
+}
+
 // runFinetune trains the scorers (resuming from dir/ckpt/state.ckpt), saves dir/adapter.safetensors and scores
 // passkey retrieval on held-out samples under full attention, NAtS and StreamingLLM at the NAtS budget.
 func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, env Env) error {
@@ -179,6 +217,12 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 	if err != nil {
 		return err
 	}
+	var lb []finetune.TrainSample
+	if f.LongBenchRatio > 0 {
+		if lb, err = finetune.LongBenchSources(f.LongBenchData, 0, 0, 0); err != nil {
+			return err
+		}
+	}
 	state := filepath.Join(dir, "ckpt", "state.ckpt")
 	var rows []Row
 	switch err := tr.RestoreState(state); {
@@ -199,7 +243,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		toks, labels, _, _, err := passkeySample(f, tok, words, info.seed, uint64(tr.Step))
+		toks, labels, err := mixedSample(f, tok, words, lb, info.seed, uint64(tr.Step))
 		if err != nil {
 			return err
 		}

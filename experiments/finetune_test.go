@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,4 +106,68 @@ func TestFinetuneBadInput(t *testing.T) {
 	if err := Validate(r); err == nil || !strings.Contains(err.Error(), `kind finetune trains NAtS scorers`) {
 		t.Errorf("method h2o: %v", err)
 	}
+}
+
+// TestFinetuneMixedSamples: with longbench_ratio the training samples mix LongBench-format rows (middle-truncated
+// to seq_len, labels on the answer tokens) and passkeys, deterministically from (seed, index); a ratio without
+// longbench_data is refused at validation.
+func TestFinetuneMixedSamples(t *testing.T) {
+	run := finetuneRun(map[string]any{"longbench_data": "../testdata/longbench", "longbench_ratio": 0.5})
+	if err := Validate(run); err != nil {
+		t.Fatal(err)
+	}
+	rc, _ := Decode(run)
+	f := rc.Finetune
+	tok, err := llama.LoadTokenizer(f.Tokenizer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := finetune.LongBenchSources(f.LongBenchData, 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	words := strings.Fields(strings.Repeat("the river ran past the old mill and into the quiet town ", 40))
+	answers := map[string]bool{}
+	for _, s := range lb {
+		answers[tok.Decode(tok.Encode(s.Answer))] = true
+	}
+	nlb := 0
+	for i := uint64(0); i < 40; i++ {
+		toks, labels, err := mixedSample(f, tok, words, lb, 0, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _, _ := mixedSample(f, tok, words, lb, 0, i)
+		if len(toks) != f.SeqLen || strings.Join(strings.Fields(fmtInts(toks)), ",") != strings.Join(strings.Fields(fmtInts(again)), ",") {
+			t.Fatalf("sample %d: length %d or not deterministic", i, len(toks))
+		}
+		var ans []int
+		for k, l := range labels {
+			if l == 1 {
+				ans = append(ans, int(toks[k]))
+			}
+		}
+		if len(ans) == 0 {
+			t.Fatalf("sample %d has no answer tokens", i)
+		}
+		if answers[tok.Decode(ans)] {
+			nlb++
+		}
+	}
+	if nlb < 8 || nlb > 32 {
+		t.Fatalf("%d of 40 samples from LongBench rows, want about 20", nlb)
+	}
+	bad := finetuneRun(map[string]any{"longbench_ratio": 0.5})
+	if err := Validate(bad); err == nil || !strings.Contains(err.Error(), "longbench_data") {
+		t.Fatalf("ratio without data: err = %v", err)
+	}
+}
+
+func fmtInts(x []int32) string {
+	var sb strings.Builder
+	for _, v := range x {
+		sb.WriteString(" ")
+		sb.WriteString(strconv.Itoa(int(v)))
+	}
+	return sb.String()
 }
