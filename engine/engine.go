@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -74,6 +75,11 @@ type Engine struct {
 	garbage    []*tensors.Tensor
 	peakCache  int64
 	peakTotal  int64
+
+	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
+	conv, convSrc []*tensors.Tensor
+	convExec      *graph.Exec
+	noParamCache  bool // tests: pass the float32 weights as before
 }
 
 // New returns an engine after checking the configuration, the parameters against the model's specs, and the
@@ -412,8 +418,34 @@ func (e *Engine) track(extra int64) {
 
 func (e *Engine) paramArgs() []any {
 	args := make([]any, 0, len(e.Params.Values)+8*e.Cfg.NLayers+8)
-	for _, v := range e.Params.Values {
-		args = append(args, v)
+	if !e.Cfg.IsBF16() || e.noParamCache {
+		for _, v := range e.Params.Values {
+			args = append(args, v)
+		}
+		return args
+	}
+	// bf16: the graphs convert every float32 weight to bf16 on entry (model.NodesFrom), so passing the float32
+	// weights would make each decoding step read 4 bytes and write 2 per weight before its matmuls. Convert once,
+	// on the device, and keep the bf16 copies (the conversion in the graphs is then a no-op); a parameter whose
+	// tensor changed (CalibrateRoles) is converted again.
+	if len(e.convSrc) != len(e.Params.Values) {
+		e.convSrc, e.conv = make([]*tensors.Tensor, len(e.Params.Values)), make([]*tensors.Tensor, len(e.Params.Values))
+	}
+	for i, v := range e.Params.Values {
+		if e.convSrc[i] != v {
+			if e.convExec == nil {
+				x, err := graph.NewExec(e.Backend, func(x *graph.Node) *graph.Node { return graph.ConvertDType(x, dtypes.BFloat16) })
+				if err != nil {
+					panic(fmt.Errorf("engine: bf16 weight conversion: %w", err))
+				}
+				e.convExec = x.SetMaxCache(256)
+			}
+			if e.conv[i] != nil {
+				e.conv[i].FinalizeAll()
+			}
+			e.conv[i], e.convSrc[i] = e.convExec.MustExec1(v), v
+		}
+		args = append(args, e.conv[i])
 	}
 	return args
 }
