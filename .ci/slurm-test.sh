@@ -33,6 +33,9 @@ table() { # the summary table of a finished sweep, without the generation time
 	"$T/runner" report -sweep $sweep -out "$1" >/dev/null 2>&1
 	grep '^|' "$1/slurmci/summary.md"
 }
+metrics() { # every metric row, exact, except wall-clock ones (seconds, tokens/s, ms) that differ between any two runs
+	"$T/runner" status -sweep $sweep -out "$1" -metrics | grep -v -E $'\t(eval_seconds|[a-z_]*per_second|[a-z_]*_ms[a-z_]*)\t'
+}
 alldone() {
 	"$T/runner" -sweep $sweep -out "$1" -dry-run | tail -1 | grep -q '4 runs: 4 done' ||
 		{ echo "FAIL: not every run is done in $1"; "$T/runner" status -sweep $sweep -out "$1"; exit 1; }
@@ -41,6 +44,7 @@ alldone() {
 # 1. Local reference.
 "$T/runner" -sweep $sweep -out "$T/local" -no-report 2>"$T/local.log" || { cat "$T/local.log"; exit 1; }
 table "$T/local" >"$T/local.table"
+metrics "$T/local" >"$T/local.metrics"
 
 # 2. The same sweep through Slurm.
 "$T/runner" -sweep $sweep -out "$T/slurm" -launcher slurm
@@ -49,6 +53,8 @@ drain
 alldone "$T/slurm"
 table "$T/slurm" >"$T/slurm.table"
 diff "$T/local.table" "$T/slurm.table" || { echo "FAIL: Slurm results differ from the local run"; exit 1; }
+metrics "$T/slurm" >"$T/slurm.metrics"
+diff "$T/local.metrics" "$T/slurm.metrics" || { echo "FAIL: Slurm metric rows differ from the local run's"; exit 1; }
 echo "PASS slurm results equal the local run"
 
 # 3. Kill the NAtS task mid-run (after its first checkpoint), resubmit, finish.
@@ -71,5 +77,8 @@ alldone "$T/kill"
 grep -h "resuming" "$T"/kill/slurmci/slurm/*.log || { echo "FAIL: the resubmitted run did not resume from its checkpoint"; exit 1; }
 table "$T/kill" >"$T/kill.table"
 diff "$T/local.table" "$T/kill.table" || { echo "FAIL: results after cancel + resubmit differ from the local run"; exit 1; }
+metrics "$T/kill" >"$T/kill.metrics"
+diff "$T/local.metrics" "$T/kill.metrics" || { echo "FAIL: metric rows after cancel + resubmit differ from the local run's"; exit 1; }
+echo "PASS $(wc -l <"$T/local.metrics") metric rows (all but wall-clock ones) equal the local run's, exactly"
 echo "PASS cancel + resubmit completes the sweep with the same results"
 echo "slurm launcher test passed in $(($(date +%s) - t0)) s"

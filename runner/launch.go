@@ -480,6 +480,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	sweepFlag := fs.String("sweep", "", "sweep file")
 	out := fs.String("out", "out", "output root")
 	smoke := fs.Bool("smoke", false, "the smoke runs")
+	metrics := fs.Bool("metrics", false, "print the metric rows of the DONE runs, sorted and without times (for diffing two output folders)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -491,6 +492,9 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "runner status: %v\n", err)
 		return exitUsage
+	}
+	if *metrics {
+		return printMetrics(runs, *out, stdout, stderr)
 	}
 	tasks := map[string]string{} // run ID → JOB_TASK
 	var jobs slurmJobs
