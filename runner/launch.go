@@ -523,6 +523,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 				st = "running"
 			}
 		}
+		if st == results.FolderTodo && r.FromID != "" {
+			// A dependant of a failed source never starts under Slurm (afterok + kill_invalid_depend cancels it):
+			// say so rather than leave it as todo.
+			if m, err := results.ReadManifest(fromDir(*out, r)); err == nil && m.Status == results.StatusFailed {
+				st = "blocked"
+				extra += fmt.Sprintf(": source %s:%s failed (%s); resubmit after fixing it", r.FromSweep, r.FromKey, firstLine(m.Error))
+			}
+		}
 		counts[st]++
 		if t, ok := tasks[r.ID]; ok {
 			s := states[t]
@@ -534,7 +542,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "[%d/%d] %s  %s  %s%s\n", i+1, len(runs), r.Key, r.ID, st, extra)
 	}
 	var parts []string
-	for _, k := range []string{results.FolderDone, "running", results.FolderPartial, results.StatusFailed, results.StatusInterrupted, results.FolderTodo} {
+	for _, k := range []string{results.FolderDone, "running", results.FolderPartial, results.StatusFailed, results.StatusInterrupted, "blocked", results.FolderTodo} {
 		if counts[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
 		}

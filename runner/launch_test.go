@@ -158,3 +158,18 @@ func TestSlurmLauncher(t *testing.T) {
 		t.Errorf("no sbatch: %d\n%s", code, log)
 	}
 }
+
+// TestStatusNamesFailedSource: a run whose source failed (under Slurm it is cancelled, never started) shows as
+// blocked with the source's error, not as todo.
+func TestStatusNamesFailedSource(t *testing.T) {
+	sweep, out := setup(t)
+	code, log := launch(t, context.Background(), &fakeExec{fail: "full,seed=0"}, "-sweep", sweep, "-out", out, "-only", "full,seed=0", "-no-report")
+	if code != exitFailed {
+		t.Fatalf("failing run: %d %s", code, log)
+	}
+	code, log = launch(t, context.Background(), nil, "status", "-sweep", sweep, "-out", out)
+	if code != exitOK || !strings.Contains(log, "h2o,method.budget=64,seed=0") ||
+		!strings.Contains(log, "blocked: source t:full,seed=0 failed (out of memory (fake))") || !strings.Contains(log, "1 failed") {
+		t.Fatalf("status: %d\n%s", code, log)
+	}
+}
