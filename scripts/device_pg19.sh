@@ -6,8 +6,9 @@
 #   build here:  scripts/device_pg19.sh pack            (xz'd runner/bench/model.test + pg19-subset into .carry/dev)
 #   call 1:      scripts/device_pg19.sh start .carry/dev 540   (GPU checks and bench, then the sweep; waits ≤540 s)
 #   call 2..n:   scripts/device_pg19.sh wait  .carry/dev 570   (waits for the sweep ≤570 s)
-#   fresh machine, finished runs kept: put a tarball of their folders (no ckpt needed unless a `from` source) at
-#                DIR/seed.tar.gz and call: scripts/device_pg19.sh resume .carry/dev 570
+#   fresh machine, finished runs kept: `pack` puts the committed results/pg19 run folders in DIR/seed.tar.gz;
+#                call: scripts/device_pg19.sh resume .carry/dev 570   (remove a run's folder from the seed to
+#                retrain it, e.g. the full model whose checkpoint new `from` runs need)
 # Every call leaves in $OUT: pg19-results.tar.gz (run folders without checkpoints), sweep.log and, after start,
 # gputest.log (the fused NAtS attention checked against the materialised one in bf16; if it fails, the sweep
 # runs on the materialised path). Unpack here with: tar -xzf pg19-results.tar.gz -C results
@@ -26,6 +27,9 @@ if [ "$cmd" = pack ]; then
 	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/bench" ./bench
 	CGO_ENABLED=1 go test -buildvcs=true -c -tags 'xla gpu' -ldflags "-s -w" -o "$dir/model.test" ./model
 	xz -T2 -6 -f "$dir/runner" "$dir/bench" "$dir/model.test"
+	# The committed results seed a resumed sweep: their runs are DONE and skipped (no checkpoints: a `from` run
+	# whose source is not retrained on the device fails, naming it).
+	tar -C results --exclude=figures -czf "$dir/seed.tar.gz" pg19
 	[ -f "$dir/pg19-subset.tar.xz" ] || (cd "${PG19_PARENT:-../shared/data}" && tar -cf - pg19-subset | xz -T2 -6 >"$OLDPWD/$dir/pg19-subset.tar.xz")
 	ls -la "$dir"
 	exit 0
