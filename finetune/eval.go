@@ -77,12 +77,11 @@ func (t *Trainer) predictGraph(p Policy, in []*Node) []*Node {
 	seq := tokens.Shape().Dimensions[1]
 	w := llama.WeightsFrom(c, t.Base.Params.Specs, base)
 	mc := maskerConfig(c)
-	causal := GreaterOrEqual(Iota(g, shapes.Make(dtypes.Int32, seq, seq), 0), Iota(g, shapes.Make(dtypes.Int32, seq, seq), 1))
 	rowOK := LessThan(Iota(g, shapes.Make(dtypes.Int32, seq), 0), n) // queries < n
 	seen := AddScalar(ConvertDType(Iota(g, shapes.Make(dtypes.Int32, seq), 0), dtypes.Float32), 1)
 	frac, last := ScalarZero(g, dtypes.Float32), ScalarZero(g, dtypes.Float32)
 	stats := func(mask *Node) { // mask [1, kv, seq, seq] float
-		vis := ReduceSum(Mul(mask, ConvertDType(BroadcastToShape(ExpandLeftToRank(causal, 4), mask.Shape()), dtypes.Float32)), -1) // [1,kv,seq]
+		vis := visibleKeys(c, mask) // [1,kv,seq]
 		f := Where(BroadcastToShape(ExpandLeftToRank(rowOK, 3), vis.Shape()), Div(vis, BroadcastToShape(ExpandLeftToRank(seen, 3), vis.Shape())), ZerosLike(vis))
 		frac = Add(frac, Div(ReduceAllSum(f), MulScalar(ConvertDType(n, dtypes.Float32), float64(vis.Shape().Dimensions[1]))))
 		atLast := Where(BroadcastToShape(ExpandLeftToRank(Equal(Iota(g, shapes.Make(dtypes.Int32, seq), 0), SubScalar(n, 1)), 3), vis.Shape()), vis, ZerosLike(vis))
@@ -113,4 +112,12 @@ func (t *Trainer) predictGraph(p Policy, in []*Node) []*Node {
 		frac, last = DivScalar(frac, float64(c.NumLayers)), DivScalar(last, float64(c.NumLayers))
 	}
 	return []*Node{am, frac, last}
+}
+
+// visibleKeys returns, per KV head and query, the number of keys a multiplicative mask `[1, kv, seq, seq]` leaves
+// visible within what the model allows (causality and Mistral's sliding window): `[1, kv, seq]` float32.
+func visibleKeys(c llama.Config, mask *Node) *Node {
+	seq := mask.Shape().Dimensions[3]
+	allowed := ConvertDType(Reshape(llama.AllowedMask(mask.Graph(), c, seq), 1, 1, seq, seq), dtypes.Float32)
+	return ReduceSum(Mul(ConvertDType(mask, dtypes.Float32), allowed), -1)
 }

@@ -73,8 +73,7 @@ func EvalPasskey(backend compute.Backend, base *llama.Model, tok llama.Tokenizer
 						if m == nil {
 							return nil
 						}
-						vis := Mul(ConvertDType(m, dtypes.Float32), Reshape(ConvertDType(llama.AllowedMask(g, c, total), dtypes.Float32), 1, 1, total, total))
-						frac := Div(ReduceSum(vis, -1), AddScalar(Iota(g, shapes.Make(dtypes.Float32, 1, 1, total), 2), 1)) // [1,kv,S]
+						frac := Div(visibleKeys(c, m), AddScalar(Iota(g, shapes.Make(dtypes.Float32, 1, 1, total), 2), 1)) // [1,kv,S]
 						kv = Add(kv, ReduceAllMean(Mul(frac, Reshape(rows, 1, 1, total))))
 						return m
 					}
