@@ -91,14 +91,28 @@ func maskGradient(q, k, v, o, dO, hard *Node) *Node {
 	s := q.Shape().Dimensions[3]
 	g := q.Graph()
 	f32 := dtypes.Float32
-	// float32 operands: the carrier gradient takes differences of e/Z·dP terms, which bf16 scores would blur.
-	scores := MulScalar(Einsum("bgrqd,bgkd->bgrqk", ConvertDType(q, f32), ConvertDType(k, f32)), 1/math.Sqrt(float64(hd)))
+	// float32 products: the carrier gradient takes differences of e/Z·dP terms, which bf16 scores would blur. In
+	// bf16 the operands stay bf16 (every one of q, k, v and dO holds bf16 values: dO is the adjoint of a bf16
+	// tensor) and the matmul accumulates into a float32 output: the same numbers as float32 operands, on tensor cores.
+	scores := MulScalar(contractF32("bgrqd,bgkd->bgrqk", q, k), 1/math.Sqrt(float64(hd)))
 	causal := ExpandLeftToRank(causalMask(g, s), scores.Rank())
 	scores = Where(BroadcastToShape(causal, scores.Shape()), scores, Scalar(g, f32, -1e30))
 	e := Exp(Sub(scores, ReduceAndKeep(scores, ReduceMax, -1)))
 	hardR := BroadcastToShape(InsertAxes(hard, 2), e.Shape())
 	z := ReduceAndKeep(Where(hardR, e, ZerosLike(e)), ReduceSum, -1)
-	dP := Einsum("bgrqd,bgkd->bgrqk", dO, ConvertDType(v, f32))
-	delta := ReduceAndKeep(Mul(dO, o), ReduceSum, -1) // dO_i·O_i: [b,kv,rep,s,1]
+	if q.DType().IsHalfPrecision() {
+		dO = ConvertDType(dO, q.DType()) // exact: see above
+	}
+	dP := contractF32("bgrqd,bgkd->bgrqk", dO, v)
+	delta := ReduceAndKeep(Mul(ConvertDType(dO, f32), o), ReduceSum, -1) // dO_i·O_i: [b,kv,rep,s,1]
 	return ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2)
+}
+
+// contractF32 is Einsum(eq, a, b) with a float32 result: float32 operands as they are, half-precision operands
+// multiplied as they are with a float32 accumulator and output (no float32 copies of the operands).
+func contractF32(eq string, a, b *Node) *Node {
+	if a.DType().IsHalfPrecision() && b.DType() == a.DType() {
+		return contractWith(Dot(a, b).WithAccumulatorDType(dtypes.Float32).WithOutputDType(dtypes.Float32), eq, a, b)
+	}
+	return Einsum(eq, ConvertDType(a, dtypes.Float32), ConvertDType(b, dtypes.Float32))
 }

@@ -6,3 +6,6 @@ func SetFusedMasked(on bool) (restore func()) {
 	useFusedMasked = func(Config) bool { return on }
 	return func() { useFusedMasked = old }
 }
+
+// ContractF32 exposes contractF32 to the external tests.
+var ContractF32 = contractF32

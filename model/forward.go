@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -234,14 +235,71 @@ func ReduceLogSumExp(x *Node) *Node {
 }
 
 // Contract is graph.Einsum without GoMLX's float32-accumulator request for half-precision operands. XLA's GPU
-// GEMMs accumulate bf16 products in float32 regardless, but with the request GoMLX's DotGeneral gradient runs the
-// backward matmuls in float32 (measured on the H200: a bf16 GPT-2-small step took longer than the float32 one).
+// GEMMs accumulate bf16 products in float32 regardless, but with the request GoMLX's DotGeneral gradient converts
+// both operands of the backward matmuls to float32 and runs them in float32. (GoMLX v0.28.8's DotBuilder.Einsum
+// drops the builder's configuration, so this goes through DotBuilder.General: see contractWith.)
 // For float32 operands it is graph.Einsum.
 func Contract(eq string, a, b *Node) *Node {
 	if a.DType().IsHalfPrecision() {
-		return Dot(a, b).WithAccumulatorDType(dtypes.InvalidDType).Einsum(eq)
+		return contractWith(Dot(a, b).WithAccumulatorDType(dtypes.InvalidDType), eq, a, b)
 	}
 	return Einsum(eq, a, b)
+}
+
+// contractWith is the two-operand einsum eq ("bsd,df->bsf": batch axes in both operands and the output, contracted
+// axes in both operands only, cross axes in one operand and the output) computed by the configured builder d of
+// Dot(a, b) through DotBuilder.General, which keeps d's accumulator and output dtypes.
+func contractWith(d *DotBuilder, eq string, a, b *Node) *Node {
+	io := strings.Split(eq, "->")
+	ins := strings.Split(io[0], ",")
+	if len(io) != 2 || len(ins) != 2 || len(ins[0]) != a.Rank() || len(ins[1]) != b.Rank() {
+		panic(fmt.Sprintf("contract %q: operands of rank %d and %d", eq, a.Rank(), b.Rank()))
+	}
+	la, lb, out := ins[0], ins[1], io[1]
+	var aC, aB, bC, bB []int
+	var batch, crossA, crossB []byte
+	for i := 0; i < len(la); i++ {
+		c := la[i]
+		j, inOut := strings.IndexByte(lb, c), strings.IndexByte(out, c) >= 0
+		switch {
+		case j >= 0 && inOut:
+			aB, bB, batch = append(aB, i), append(bB, j), append(batch, c)
+		case j >= 0:
+			aC, bC = append(aC, i), append(bC, j)
+		case inOut:
+			crossA = append(crossA, c)
+		default:
+			panic(fmt.Sprintf("contract %q: axis %q of the first operand is summed alone", eq, c))
+		}
+	}
+	for j := 0; j < len(lb); j++ {
+		c := lb[j]
+		if strings.IndexByte(la, c) >= 0 {
+			continue
+		}
+		if strings.IndexByte(out, c) < 0 {
+			panic(fmt.Sprintf("contract %q: axis %q of the second operand is summed alone", eq, c))
+		}
+		crossB = append(crossB, c)
+	}
+	res := d.General(aC, aB, bC, bB) // [batch…, crossA…, crossB…]
+	order := string(batch) + string(crossA) + string(crossB)
+	if len(order) != len(out) {
+		panic(fmt.Sprintf("contract %q: output axes do not match the operands", eq))
+	}
+	perm := make([]int, len(out))
+	moved := false
+	for i := 0; i < len(out); i++ {
+		perm[i] = strings.IndexByte(order, out[i])
+		if perm[i] < 0 {
+			panic(fmt.Sprintf("contract %q: output axis %q is in no operand", eq, out[i]))
+		}
+		moved = moved || perm[i] != i
+	}
+	if moved {
+		res = TransposeAllAxes(res, perm...)
+	}
+	return res
 }
 
 func einsum(eq string, a, b *Node) *Node { return Contract(eq, a, b) }
