@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ type Spec struct {
 	Series    string   // "name" (default), "method", "key", "sweep", "run", or a dotted config path; curves: one per key, or per run with "run"
 	Label     string   // dotted config path labelling each point; "a,b": the first the run has ("" = none)
 	Task      string   // only rows of this task
+	Names     []string // only rows of runs with these names (none = any)
 	Split     string   // only rows of this split
 	LogX      bool
 	LogY      bool
@@ -73,7 +75,8 @@ func Data(spec Spec, rows []results.Row, configs Configs) ([]Series, error) {
 		}
 	}
 	keep := func(r results.Row) bool {
-		return (spec.Task == "" || r.Task == spec.Task) && (spec.Split == "" || r.Split == spec.Split)
+		return (spec.Task == "" || r.Task == spec.Task) && (spec.Split == "" || r.Split == spec.Split) &&
+			(len(spec.Names) == 0 || slices.Contains(spec.Names, r.Name))
 	}
 	// Final step per (run, metric) unless plotting a curve.
 	type rm struct{ run, metric string }

@@ -132,6 +132,14 @@ func TestDataProperties(t *testing.T) {
 			}
 		}
 	}
+	// names keeps only the runs named (here the NAtS series alone).
+	only, err := Data(Spec{ID: "names", X: "kv_fraction", Y: "ppl", Task: "pg19", Names: []string{"nats"}}, rows, cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(only) != 1 || only[0].Name != "nats" || len(only[0].Points) != len(byName["nats"].Points) {
+		t.Errorf("names = [nats]: got %d series %+v", len(only), only)
+	}
 	if _, err := Data(Spec{ID: "bad", X: "kv_fraction", Y: "ppx"}, rows, cfgs); err == nil || !strings.Contains(err.Error(), `did you mean`) {
 		t.Errorf("unknown metric: %v", err)
 	}

@@ -159,7 +159,7 @@ func filterCollection(c *results.Collection, keep func(id string) bool) *results
 
 func specOf(f sweeps.Figure) plots.Spec {
 	return plots.Spec{ID: f.ID, Title: f.Title, Kind: f.Kind, X: f.X, Y: f.Y, Panels: f.Panels, Series: f.Series, Label: f.Label,
-		Task: f.Task, Split: f.Split, LogX: f.LogX, LogY: f.LogY, ErrorBars: f.ErrorBars, XLabel: f.XLabel, YLabel: f.YLabel}
+		Task: f.Task, Names: f.Names, Split: f.Split, LogX: f.LogX, LogY: f.LogY, ErrorBars: f.ErrorBars, XLabel: f.XLabel, YLabel: f.YLabel}
 }
 
 var idRE = regexp.MustCompile(`^[0-9a-f]{12}$`)

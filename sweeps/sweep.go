@@ -54,6 +54,7 @@ type Figure struct {
 	Series    string   `toml:"series"`    // "name" (default), "method", "key", "sweep" or a dotted config path
 	Label     string   `toml:"label"`     // dotted config path labelling each point; "a,b": the first one the run has
 	Task      string   `toml:"task"`      // only rows of this task ("" = any)
+	Names     []string `toml:"names"`     // only runs of these names (none = any)
 	Split     string   `toml:"split"`     // only rows of this split ("" = any)
 	LogX      bool     `toml:"logx"`      // logarithmic x axis
 	LogY      bool     `toml:"logy"`      // logarithmic y axis
@@ -76,7 +77,7 @@ type fileSchema struct {
 }
 
 var topKeys = []string{"schema", "name", "kind", "seeds", "smoke", "figure", "base", "grid", "run"}
-var figureKeys = []string{"id", "title", "kind", "x", "y", "panels", "series", "label", "task", "split", "logx", "logy", "errorbars", "xlabel", "ylabel"}
+var figureKeys = []string{"id", "title", "kind", "x", "y", "panels", "series", "label", "task", "names", "split", "logx", "logy", "errorbars", "xlabel", "ylabel"}
 var runKeys = []string{"name", "kind", "from", "grid", "seeds"}
 
 // Load reads and checks a sweep file. Errors name the file, the line when known, and the key.
