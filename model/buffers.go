@@ -15,11 +15,15 @@ import (
 
 // Donate returns x as an executable argument whose device buffer the execution may reuse: x is invalid afterwards
 // and must be replaced by the step's output. A tensor with no device buffer yet is passed as is.
-func Donate(backend compute.Backend, x *tensors.Tensor) any {
+func Donate(backend compute.Backend, x *tensors.Tensor) any { return DonateOn(backend, x, 0) }
+
+// DonateOn is Donate for an argument of device `device` (data-parallel steps pass one copy of the state per
+// device; a tensor already held by another device is an error of the execution, not transferred).
+func DonateOn(backend compute.Backend, x *tensors.Tensor, device int) any {
 	if x == nil {
 		return x
 	}
-	d, err := DonateTensorBuffer(x, backend, 0)
+	d, err := DonateTensorBuffer(x, backend, compute.DeviceNum(device))
 	if err != nil {
 		return x
 	}

@@ -12,7 +12,9 @@ type AttnSite struct {
 	Normed   *Node              // `[batch, seq, d_model]`: the pre-norm output that feeds Q/K/V
 	Param    func(string) *Node // the masker's own parameters of this layer, by the name given in Specs
 	Training bool               // training (Gumbel sampling) or inference (argmax)
-	Uniform  func([]int) *Node  // uniform noise in [0,1) of the given dims, from the step's RNG state (training)
+	// Uniform gives uniform noise in [0,1) of the given dims from the step's RNG state (training). Axis 0 must be
+	// the batch axis: data-parallel training draws the whole batch's noise and keeps the device's rows (train/dp.go).
+	Uniform func([]int) *Node
 }
 
 // MaskOut is a masker's contribution to one layer. A masker gives its mask either as Mask (any multiplicative
@@ -30,7 +32,8 @@ type MaskOut struct {
 	Hard *Node
 	// Terms is the structured form's gradient carrier (training only; nil at inference).
 	Terms []CarrierTerm
-	// Aux is a scalar added to the training loss (e.g. the λ sparsity term); may be nil.
+	// Aux is a scalar added to the training loss (e.g. the λ sparsity term); may be nil. It must be a sum of per-row
+	// terms over the batch's rows, as the data-parallel step assumes (train/dp.go).
 	Aux *Node
 	// Density is a scalar statistic of the mask (NATS-SPEC.md §1.6); may be nil.
 	Density *Node
