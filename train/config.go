@@ -25,7 +25,14 @@ type Config struct {
 	LogEvery    int     `toml:"log_every"`    // steps between metric rows (default 1)
 	EvalEvery   int     `toml:"eval_every"`   // steps between validation losses (0: only at the end)
 	EvalBatches int     `toml:"eval_batches"` // validation batches per evaluation
+	// DataParallel splits each micro-batch's batch_size sequences over this many devices of the backend (SPMD
+	// over XLA/NCCL: gradients averaged across devices, parameters and optimizer state replicated); 0 or 1 = one
+	// device. The result equals the one-device run of the same batch up to floating-point order.
+	DataParallel int `toml:"data_parallel"`
 }
+
+// Devices returns the number of data-parallel devices (1 when data_parallel is 0 or 1).
+func (c Config) Devices() int { return max(1, c.DataParallel) }
 
 // DefaultConfig returns the paper code's optimisation defaults, scaled to a short run.
 func DefaultConfig() Config {
@@ -48,6 +55,12 @@ func (c Config) Validate() error {
 	}
 	if c.WarmupSteps < 0 || c.WeightDecay < 0 || c.GradClip < 0 || c.CkptEvery < 0 || c.EvalEvery < 0 || c.LogEvery < 0 {
 		return fmt.Errorf("train: warmup_steps, weight_decay, grad_clip, ckpt_every, eval_every, log_every must be ≥ 0")
+	}
+	if c.DataParallel < 0 {
+		return fmt.Errorf("train.data_parallel = %d: must be ≥ 0 (0 or 1: one device)", c.DataParallel)
+	}
+	if n := c.Devices(); c.BatchSize%n != 0 {
+		return fmt.Errorf("train.data_parallel = %d does not divide train.batch_size = %d: each device takes batch_size/data_parallel sequences of every micro-batch", n, c.BatchSize)
 	}
 	if c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 {
 		return fmt.Errorf("train.beta1 = %g, train.beta2 = %g: must be in [0, 1)", c.Beta1, c.Beta2)

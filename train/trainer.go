@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/distributed"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -46,19 +47,40 @@ type Trainer struct {
 	fused   *Exec
 	gradEx  *Exec
 	applyEx *Exec
+
+	// Data parallelism (dp.go): dp devices (1: off); reps holds devices 1..dp-1's copies of the state (params ‖ m
+	// ‖ v), made from device 0's tensors repOf; simulate runs the shards one after another on one device (tests).
+	dp       int
+	simulate bool
+	mesh     *distributed.DeviceMesh
+	reduceEx *Exec
+	reps     [][]*tensors.Tensor
+	repOf    []*tensors.Tensor
 }
 
 // New creates a trainer with freshly initialised parameters (deterministic from seed).
+// With cfg.DataParallel = N > 1 it trains on the backend's first N devices (dp.go); more than the backend has is
+// an error.
 func New(backend compute.Backend, mcfg model.Config, masker model.Masker, cfg Config, seed uint64) (*Trainer, error) {
+	return newWith(backend, mcfg, masker, cfg, seed, false)
+}
+
+// newWith is New; simulate (tests) runs a data-parallel configuration's shards one after another on one device.
+func newWith(backend compute.Backend, mcfg model.Config, masker model.Masker, cfg Config, seed uint64, simulate bool) (*Trainer, error) {
 	if err := mcfg.Validate(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if n, have := cfg.Devices(), backend.NumDevices(); n > have && !simulate {
+		return nil, fmt.Errorf("train.data_parallel = %d: backend %s has %d device(s) (the pure-Go backend has one; on CUDA all "+
+			"GPUs must be visible: check CUDA_VISIBLE_DEVICES and do not use the runner's -devices, which gives each run one GPU)",
+			n, backend.Name(), have)
+	}
 	specs := model.Specs(mcfg, masker)
 	t := &Trainer{Cfg: cfg, Model: mcfg, Masker: masker, Backend: backend, Seed: seed,
-		Params: model.NewParams(specs, seed)}
+		Params: model.NewParams(specs, seed), dp: cfg.Devices(), simulate: simulate && cfg.Devices() > 1}
 	t.m = zerosLike(specs)
 	t.v = zerosLike(specs)
 	return t, nil
@@ -72,8 +94,10 @@ func zerosLike(specs []model.Spec) []*tensors.Tensor {
 	return out
 }
 
-// lossGraph builds the micro-batch loss: mean CE / accum + aux, and returns (objective, ce, aux, density).
-func (t *Trainer) lossGraph(params []*Node, tokens, targets, seed *Node) (obj, ce, aux, density *Node) {
+// lossGraph builds the micro-batch loss: mean CE / accum + aux, and returns (objective, ce, aux, density). With
+// data parallelism, tokens and targets are the rows of shard `shard` (a scalar input), the noise is the
+// shard's rows of the whole batch's, and the objective is CE / accum + dp·aux (dp.go).
+func (t *Trainer) lossGraph(params []*Node, tokens, targets, seed, shard *Node) (obj, ce, aux, density *Node) {
 	g := tokens.Graph()
 	specs := t.Params.Specs
 	nodes := model.NodesFrom(t.Model, specs, params)
@@ -81,12 +105,20 @@ func (t *Trainer) lossGraph(params []*Node, tokens, targets, seed *Node) (obj, c
 	rng = seed // the step's RNG state comes from the host: deterministic from (seed, step, micro-batch)
 	uniform := func(dims []int) *Node {
 		var u *Node
+		if t.dp > 1 {
+			rng, u = shardUniform(rng, dims, t.dp, shard)
+			return u
+		}
 		rng, u = RandomUniform(rng, shapes.Make(dtypes.Float32, dims...))
 		return u
 	}
 	out := model.Forward(t.Model, t.Masker, nodes, tokens, true, uniform)
 	ce, _ = model.CrossEntropy(out.Logits, targets)
-	obj = Add(DivScalar(ce, float64(t.Cfg.GradAccum)), out.Aux)
+	auxObj := out.Aux
+	if t.dp > 1 {
+		auxObj = MulScalar(auxObj, float64(t.dp))
+	}
+	obj = Add(DivScalar(ce, float64(t.Cfg.GradAccum)), auxObj)
 	density = out.Density
 	if density == nil {
 		density = Scalar(g, dtypes.Float32, math.NaN())
@@ -130,6 +162,9 @@ func (t *Trainer) apply(params, ms, vs, grads []*Node, lr, step *Node) (np, nm, 
 }
 
 func (t *Trainer) build() error {
+	if t.dp > 1 {
+		return t.buildDP()
+	}
 	n := len(t.Params.Specs)
 	var err error
 	if t.Cfg.GradAccum == 1 {
@@ -137,7 +172,7 @@ func (t *Trainer) build() error {
 		t.fused, err = NewExec(t.Backend, func(in []*Node) []*Node {
 			params, ms, vs := in[:n], in[n:2*n], in[2*n:3*n]
 			tokens, targets, rng, lr, step := in[3*n], in[3*n+1], in[3*n+2], in[3*n+3], in[3*n+4]
-			obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng)
+			obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng, nil)
 			grads := Gradient(obj, params...)
 			np, nm, nv, gnorm := t.apply(params, ms, vs, grads, lr, step)
 			out := append(append(append([]*Node{}, np...), nm...), nv...)
@@ -150,7 +185,7 @@ func (t *Trainer) build() error {
 	t.gradEx, err = NewExec(t.Backend, func(in []*Node) []*Node {
 		params, acc := in[:n], in[n:2*n]
 		tokens, targets, rng := in[2*n], in[2*n+1], in[2*n+2]
-		obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng)
+		obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng, nil)
 		grads := Gradient(obj, params...)
 		out := make([]*Node, 0, n+3)
 		for i := range grads {
@@ -217,7 +252,12 @@ func (t *Trainer) TrainStep(tokens, targets [][]int32) (Row, error) {
 	stepT := float32(t.Step + 1)
 	row := Row{Step: t.Step + 1, LR: float64(lr), Tokens: int64(b * s * t.Cfg.GradAccum)}
 	var ceSum, auxSum, densSum float64
-	if t.fused != nil {
+	if t.dp > 1 {
+		if err := t.trainStepDP(tokens, targets, lr, stepT, &row); err != nil {
+			return row, err
+		}
+		ceSum, auxSum, densSum = row.Loss, row.Aux, row.Density
+	} else if t.fused != nil {
 		rng, err := t.rngFor(t.Step, 0)
 		if err != nil {
 			return row, err
