@@ -193,6 +193,7 @@ func TestValidateRefusesBadInput(t *testing.T) {
 		{"heads", tinyRun(data, "x", "full", map[string]any{"model": map[string]any{"d_model": 16, "n_heads": 3}}), "model.n_heads"},
 		{"window vs chunk", tinyRun(data, "x", "nats", map[string]any{"method": map[string]any{"name": "nats", "window": 6, "chunk_size": 4}}), "method.window"},
 		{"negative lambda", tinyRun(data, "x", "nats", map[string]any{"method": map[string]any{"name": "nats", "lambda": -1.0}}), "method.lambda"},
+		{"data parallel", tinyRun(data, "x", "full", map[string]any{"train": map[string]any{"steps": 5, "batch_size": 2, "seq_len": 16, "data_parallel": 3}}), "train.data_parallel = 3 does not divide train.batch_size = 2"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -201,5 +202,20 @@ func TestValidateRefusesBadInput(t *testing.T) {
 				t.Fatalf("Validate = %v, want an error mentioning %q", err, c.field)
 			}
 		})
+	}
+}
+
+// TestDataParallelKey: a sweep sets train.data_parallel; it decodes into train.Config and validates.
+func TestDataParallelKey(t *testing.T) {
+	run := tinyRun(corpus(t), "x", "nats", map[string]any{"train": map[string]any{"steps": 5, "batch_size": 4, "seq_len": 16, "data_parallel": 2}})
+	if err := Validate(run); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := Decode(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Train.DataParallel != 2 || rc.Train.Devices() != 2 {
+		t.Fatalf("train.data_parallel decoded as %d", rc.Train.DataParallel)
 	}
 }
