@@ -5,6 +5,9 @@
 //
 //	go run ./bench -backend go -configs tiny
 //	go build -tags xla -o natsbench-bench ./bench && ./natsbench-bench -backend xla:cuda -configs paper,gpt2s
+//
+// -data-parallel 1,2 measures each case on 1 and on 2 devices (train.data_parallel); the global batch is the
+// shape's, or the shape's × devices with -scale-batch (the same batch per device). Tokens/s count the global batch.
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/parquet-go/parquet-go"
 
 	"natsbench/model"
@@ -40,6 +44,7 @@ type Result struct {
 	TokensPerSec float64 `parquet:"tokens_per_second"`
 	CompileSec   float64 `parquet:"compile_seconds"`
 	Steps        int32   `parquet:"steps"`
+	Devices      int32   `parquet:"devices"` // data-parallel devices of the step (the batch is the global batch)
 }
 
 type shape struct {
@@ -83,6 +88,8 @@ func main() {
 	evalMode := flag.Bool("eval", false, "measure streaming-evaluation throughput (decode tokens/s) instead of training")
 	evalCtx := flag.Int("eval-context", 256, "context length of the -eval windows")
 	evalBatch := flag.Int("eval-batch", 8, "windows decoded together in -eval")
+	dpList := flag.String("data-parallel", "1", "comma-separated device counts to measure each case on (train.data_parallel)")
+	scaleBatch := flag.Bool("scale-batch", false, "with -data-parallel: global batch = the shape's batch × devices")
 	flag.Parse()
 	if *evalMode {
 		if err := benchEval(*backendF, *configs, *methods, *evalCtx, *evalBatch, *bf16, *out); err != nil {
@@ -101,6 +108,17 @@ func main() {
 		fail(err)
 	}
 	sh := shapes(*bf16)
+	var dps []int
+	for _, f := range strings.Split(*dpList, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fail(fmt.Errorf("-data-parallel: %q is not a device count", f))
+		}
+		if n > backend.NumDevices() {
+			fail(fmt.Errorf("-data-parallel %d: backend %s has %d device(s)", n, backend.Name(), backend.NumDevices()))
+		}
+		dps = append(dps, n)
+	}
 	var rows []Result
 	for _, cn := range strings.Split(*configs, ",") {
 		s, ok := sh[cn]
@@ -132,42 +150,16 @@ func main() {
 			default:
 				fail(fmt.Errorf("-methods: unknown method %q", mn))
 			}
-			tc := train.DefaultConfig()
-			tc.BatchSize, tc.SeqLen, tc.Steps, tc.WarmupSteps = s.batch, s.seq, 1<<30, 10
-			tr, err := train.New(backend, s.model, m, tc, 1)
-			if err != nil {
-				fail(err)
-			}
-			r := rand.New(rand.NewPCG(1, 1))
-			batch := func() ([][]int32, [][]int32) {
-				in, tg := make([]int32, s.batch*s.seq), make([]int32, s.batch*s.seq)
-				for i := range in {
-					in[i], tg[i] = int32(r.IntN(min(50257, s.model.VocabSize))), int32(r.IntN(min(50257, s.model.VocabSize)))
-				}
-				return [][]int32{in}, [][]int32{tg}
-			}
-			t0 := time.Now()
-			for i := 0; i < *warm; i++ {
-				in, tg := batch()
-				if _, err := tr.TrainStep(in, tg); err != nil {
+			for _, dp := range dps {
+				res, err := benchStep(backend, s, m, mn, dp, *scaleBatch, *warm, *steps)
+				if err != nil {
 					fail(err)
 				}
+				rows = append(rows, res)
+				fmt.Printf("%-6s %-5s %-8s %d dev batch %3d %9.1f ms/step %10.0f tok/s (warm-up %.1fs)\n", res.Config, res.Method,
+					res.DType, res.Devices, res.Batch, res.MsPerStep, res.TokensPerSec, res.CompileSec)
 			}
-			compile := time.Since(t0).Seconds()
-			in, tg := batch()
-			t1 := time.Now()
-			for i := 0; i < *steps; i++ {
-				if _, err := tr.TrainStep(in, tg); err != nil {
-					fail(err)
-				}
-			}
-			el := time.Since(t1).Seconds()
 			os.Unsetenv("NATSBENCH_MASKED_ATTENTION")
-			res := Result{Impl: "natsbench-gomlx", Config: s.name, Method: mn, DType: s.model.DType, Backend: backend.Name(),
-				Batch: int32(s.batch), SeqLen: int32(s.seq), Params: int64(tr.Params.Count()), MsPerStep: 1000 * el / float64(*steps),
-				TokensPerSec: float64(*steps*s.batch*s.seq) / el, CompileSec: compile, Steps: int32(*steps)}
-			rows = append(rows, res)
-			fmt.Printf("%-6s %-5s %-8s %9.1f ms/step %10.0f tok/s (warm-up %.1fs)\n", res.Config, res.Method, res.DType, res.MsPerStep, res.TokensPerSec, compile)
 		}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -183,6 +175,48 @@ func main() {
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Config < rows[j].Config })
 	fmt.Println("wrote", path)
+}
+
+// benchStep times the training step of one case on dp devices: warm untimed steps (the first compiles), then
+// `steps` timed steps on one batch.
+func benchStep(backend compute.Backend, s shape, m model.Masker, method string, dp int, scaleBatch bool, warm, steps int) (Result, error) {
+	batchN := s.batch
+	if scaleBatch {
+		batchN *= dp
+	}
+	tc := train.DefaultConfig()
+	tc.BatchSize, tc.SeqLen, tc.Steps, tc.WarmupSteps, tc.DataParallel = batchN, s.seq, 1<<30, 10, dp
+	tr, err := train.New(backend, s.model, m, tc, 1)
+	if err != nil {
+		return Result{}, err
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	batch := func() ([][]int32, [][]int32) {
+		in, tg := make([]int32, batchN*s.seq), make([]int32, batchN*s.seq)
+		for i := range in {
+			in[i], tg[i] = int32(r.IntN(min(50257, s.model.VocabSize))), int32(r.IntN(min(50257, s.model.VocabSize)))
+		}
+		return [][]int32{in}, [][]int32{tg}
+	}
+	t0 := time.Now()
+	for i := 0; i < warm; i++ {
+		in, tg := batch()
+		if _, err := tr.TrainStep(in, tg); err != nil {
+			return Result{}, err
+		}
+	}
+	compile := time.Since(t0).Seconds()
+	in, tg := batch()
+	t1 := time.Now()
+	for i := 0; i < steps; i++ {
+		if _, err := tr.TrainStep(in, tg); err != nil {
+			return Result{}, err
+		}
+	}
+	el := time.Since(t1).Seconds()
+	return Result{Impl: "natsbench-gomlx", Config: s.name, Method: method, DType: s.model.DType, Backend: backend.Name(),
+		Batch: int32(batchN), SeqLen: int32(s.seq), Params: int64(tr.Params.Count()), MsPerStep: 1000 * el / float64(steps),
+		TokensPerSec: float64(steps*batchN*s.seq) / el, CompileSec: compile, Steps: int32(steps), Devices: int32(dp)}, nil
 }
 
 // convertTorch turns the PyTorch benchmark's CSV into Parquet rows of the same schema.
@@ -221,7 +255,7 @@ func convertTorch(path, out string) error {
 	for _, r := range recs[1:] {
 		rows = append(rows, Result{Impl: get(r, "impl"), Config: get(r, "config"), Method: get(r, "method"), DType: get(r, "dtype"),
 			Backend: get(r, "backend"), Batch: int32(num(r, "batch")), SeqLen: int32(num(r, "seq_len")), Params: int64(num(r, "params")),
-			MsPerStep: num(r, "ms_per_step"), TokensPerSec: num(r, "tokens_per_second"), CompileSec: num(r, "compile_seconds"), Steps: int32(num(r, "steps"))})
+			MsPerStep: num(r, "ms_per_step"), TokensPerSec: num(r, "tokens_per_second"), CompileSec: num(r, "compile_seconds"), Steps: int32(num(r, "steps")), Devices: 1})
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
