@@ -15,7 +15,7 @@ const PretrainIndexBase = uint64(1) << 50
 // PasskeySet builds n passkey samples with the finetune kind's own sampler (passkeySample: the same haystack
 // cutting, needle wording and tokenisation) for f's haystack, tokenizer, seq_len, words, num_keys and key_words, at
 // indices PretrainIndexBase+i under seed. It is the training data of a small model that can retrieve passkeys
-// (scripts/train_passkey_llama.py), so that the finetune sweep has a base model whose full-attention accuracy is
+// (`runner passkeygen`, scripts/train_passkey_llama.py), so that the finetune sweep has a base model whose full-attention accuracy is
 // worth keeping. toks and labels are [n][seq_len] row-major (labels 1 on answer tokens), lens the real tokens of
 // each row. Samples are built by `workers` goroutines; the result does not depend on their number.
 func PasskeySet(f FinetuneConfig, tok llama.Tokenizer, n int, seed uint64, workers int) (toks []int32, labels []uint8, lens []int32, err error) {

@@ -50,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, exec Exec
 			return cmdEval(args[1:], stdout, stderr)
 		case "status":
 			return cmdStatus(args[1:], stdout, stderr)
+		case "passkeygen":
+			return cmdPasskeygen(args[1:], stdout, stderr)
 		case "help", "-h", "-help", "--help":
 			usage(stderr)
 			return exitOK
@@ -182,6 +184,8 @@ func usage(w io.Writer) {
       ("pg19:nats*"), or a run ID; writes OUT/compare/<name>/{compare.md, compare.csv, compare.png, …}
   runner eval -pred DIR [-e]
       score LongBench predictions (DIR/<task>.jsonl) like THUDM's eval.py: DIR/result.json, DIR/metrics.parquet
+  runner passkeygen -tokenizer F -haystack DIR [-seq-len N] [-words N] [-num-keys N] [-n N] -out DIR
+      the finetune kind's passkey samples as NumPy files, to pretrain a small Llama (scripts/train_passkey_llama.py)
 `)
 }
 

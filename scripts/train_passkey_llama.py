@@ -2,7 +2,7 @@
 that NAtS fine-tuning (sweeps/finetune_passkey.toml) has a base model whose full-attention passkey accuracy is worth
 keeping: the only pretrained model available offline (aidreams260K) cannot retrieve passkeys at all.
 
-    go run ./finetune/cmd/passkeygen -tokenizer llama/testdata/tok512.bin -haystack data/pg19-subset \\
+    go run ./runner passkeygen -tokenizer llama/testdata/tok512.bin -haystack data/pg19-subset \\
         -seq-len 512 -words 300 -num-keys 2 -n 60000 -out /tmp/passkey
     python3 scripts/train_passkey_llama.py --data /tmp/passkey --out data/passkey-llama --seconds 150
 
@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True, help="folder written by finetune/cmd/passkeygen")
+    ap.add_argument("--data", required=True, help="folder written by `runner passkeygen`")
     ap.add_argument("--out", required=True, help="model folder to write (Hugging Face layout)")
     ap.add_argument("--seconds", type=float, default=150, help="training time budget")
     ap.add_argument("--batch", type=int, default=64)

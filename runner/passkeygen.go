@@ -1,14 +1,3 @@
-// Command passkeygen writes passkey-retrieval training data (the finetune kind's own sampler: haystacks of book
-// words, NATO-word passkeys, the official needle wording) as NumPy files, for pretraining a small Llama that can
-// retrieve passkeys (scripts/train_passkey_llama.py), so that NAtS fine-tuning has a base model whose
-// full-attention accuracy is worth keeping (sweeps/finetune_passkey.toml).
-//
-//	go run ./finetune/cmd/passkeygen -tokenizer llama/testdata/tok512.bin -haystack data/pg19-subset \
-//	    -seq-len 512 -words 300 -num-keys 2 -n 60000 -out /tmp/passkey
-//
-// OUT/tokens.npy (int32 [n, seq_len], zero-padded), OUT/labels.npy (uint8 [n, seq_len], 1 on answer tokens),
-// OUT/lens.npy (int32 [n], real tokens per row) and OUT/meta.json (the settings, vocab size, BOS/EOS ids).
-// Sample i is index experiments.PretrainIndexBase+i under -seed: disjoint from any finetune run's samples.
 package main
 
 import (
@@ -28,25 +17,41 @@ import (
 	"natsbench/results"
 )
 
-func main() {
-	tokPath := flag.String("tokenizer", "llama/testdata/tok512.bin", "tokenizer: llama2.c .bin, tokenizer.json or tokenizer.model")
-	hay := flag.String("haystack", "data/pg19-subset", "folder of .txt books (its train/ subfolder when present)")
-	seq := flag.Int("seq-len", 512, "tokens per row")
-	words := flag.Int("words", 300, "haystack words drawn per sample (cut to fit seq-len)")
-	keys := flag.Int("num-keys", 2, "passkeys per sample")
-	keyWords := flag.Int("key-words", 2, "NATO words per passkey")
-	n := flag.Int("n", 10000, "samples")
-	seed := flag.Uint64("seed", 0x707265, "sampler seed (finetune runs use their run seed: keep this one different)")
-	out := flag.String("out", "passkey", "output folder")
-	workers := flag.Int("workers", runtime.NumCPU(), "goroutines")
-	flag.Parse()
-	if err := run(*tokPath, *hay, *seq, *words, *keys, *keyWords, *n, *seed, *out, *workers); err != nil {
-		fmt.Fprintln(os.Stderr, "passkeygen:", err)
-		os.Exit(1)
+// cmdPasskeygen is `runner passkeygen`: passkey-retrieval training data (the finetune kind's own sampler:
+// haystacks of book words, NATO-word passkeys, the official needle wording) as NumPy files, for pretraining a small
+// Llama that can retrieve passkeys (scripts/train_passkey_llama.py), so that NAtS fine-tuning has a base model
+// whose full-attention accuracy is worth keeping (sweeps/finetune_passkey.toml).
+//
+//	go run ./runner passkeygen -tokenizer llama/testdata/tok512.bin -haystack data/pg19-subset \
+//	    -seq-len 512 -words 300 -num-keys 2 -n 60000 -out /tmp/passkey
+//
+// OUT/tokens.npy (int32 [n, seq_len], zero-padded), OUT/labels.npy (uint8 [n, seq_len], 1 on answer tokens),
+// OUT/lens.npy (int32 [n], real tokens per row) and OUT/meta.json (the settings, vocab size, BOS/EOS ids).
+// Sample i is index experiments.PretrainIndexBase+i under -seed: disjoint from any finetune run's samples.
+func cmdPasskeygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("runner passkeygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tokPath := fs.String("tokenizer", "llama/testdata/tok512.bin", "tokenizer: llama2.c .bin, tokenizer.json or tokenizer.model")
+	hay := fs.String("haystack", "data/pg19-subset", "folder of .txt books (its train/ subfolder when present)")
+	seq := fs.Int("seq-len", 512, "tokens per row")
+	words := fs.Int("words", 300, "haystack words drawn per sample (cut to fit seq-len)")
+	keys := fs.Int("num-keys", 2, "passkeys per sample")
+	keyWords := fs.Int("key-words", 2, "NATO words per passkey")
+	n := fs.Int("n", 10000, "samples")
+	seed := fs.Uint64("seed", 0x707265, "sampler seed (finetune runs use their run seed: keep this one different)")
+	out := fs.String("out", "passkey", "output folder")
+	workers := fs.Int("workers", runtime.NumCPU(), "goroutines")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
 	}
+	if err := passkeygen(stdout, *tokPath, *hay, *seq, *words, *keys, *keyWords, *n, *seed, *out, *workers); err != nil {
+		fmt.Fprintln(stderr, "runner passkeygen:", err)
+		return exitFailed
+	}
+	return exitOK
 }
 
-func run(tokPath, hay string, seq, words, keys, keyWords, n int, seed uint64, out string, workers int) error {
+func passkeygen(stdout io.Writer, tokPath, hay string, seq, words, keys, keyWords, n int, seed uint64, out string, workers int) error {
 	tok, err := llama.LoadTokenizer(tokPath)
 	if err != nil {
 		return fmt.Errorf("-tokenizer %s: %w", tokPath, err)
@@ -77,7 +82,7 @@ func run(tokPath, hay string, seq, words, keys, keyWords, n int, seed uint64, ou
 	if err := results.WriteFileAtomic(filepath.Join(out, "meta.json"), func(w io.Writer) error { _, err := w.Write(b); return err }); err != nil {
 		return err
 	}
-	fmt.Printf("passkeygen: %d samples of %d tokens in %s (%.1fs)\n", n, seq, out, time.Since(t0).Seconds())
+	fmt.Fprintf(stdout, "passkeygen: %d samples of %d tokens in %s (%.1fs)\n", n, seq, out, time.Since(t0).Seconds())
 	return nil
 }
 
