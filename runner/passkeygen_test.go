@@ -21,7 +21,7 @@ func TestPasskeygen(t *testing.T) {
 	}
 	for _, c := range []struct {
 		file, descr, shape string
-		size              int
+		size               int
 	}{{"tokens.npy", "<i4", "(6, 256)", 6 * 256 * 4}, {"labels.npy", "|u1", "(6, 256)", 6 * 256}, {"lens.npy", "<i4", "(6, )", 6 * 4}} {
 		b, err := os.ReadFile(filepath.Join(dir, c.file))
 		if err != nil {
