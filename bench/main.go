@@ -77,7 +77,7 @@ func shapes(bf16 bool) map[string]shape {
 func main() {
 	backendF := flag.String("backend", "", "GoMLX backend (go, xla:cuda)")
 	configs := flag.String("configs", "tiny", "comma-separated shapes: smoke, tiny, paper, gpt2s")
-	methods := flag.String("methods", "full,nats", "comma-separated: full, nats, nats-materialized (NAtS with the materialised mask path)")
+	methods := flag.String("methods", "full,nats", "comma-separated: full, nats, nats-materialized (NAtS with the materialised mask path); timing diagnostics: full-bias (full attention through the biased kernel, zero bias), nats-nocarrier (NAtS without the carrier's gradient)")
 	steps := flag.Int("steps", 10, "timed steps per case")
 	warm := flag.Int("warmup", 2, "untimed steps (the first compiles)")
 	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
@@ -137,9 +137,14 @@ func main() {
 			var m model.Masker
 			switch mn {
 			case "full":
-			case "nats", "nats-materialized":
-				if mn == "nats-materialized" {
+			case "full-bias": // diagnostics: full attention through the biased kernel NAtS uses (an all-zero bias)
+				os.Setenv("NATSBENCH_DIAG", "fullbias")
+			case "nats", "nats-materialized", "nats-nocarrier":
+				switch mn {
+				case "nats-materialized":
 					os.Setenv("NATSBENCH_MASKED_ATTENTION", "materialized")
+				case "nats-nocarrier": // diagnostics: the NAtS forward and mask, no carrier gradient
+					os.Setenv("NATSBENCH_DIAG", "nocarrier")
 				}
 				nc := nats.DefaultConfig()
 				nm, err := nats.New(nc)
@@ -160,6 +165,7 @@ func main() {
 					res.DType, res.Devices, res.Batch, res.MsPerStep, res.TokensPerSec, res.CompileSec)
 			}
 			os.Unsetenv("NATSBENCH_MASKED_ATTENTION")
+			os.Unsetenv("NATSBENCH_DIAG")
 		}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {

@@ -50,8 +50,8 @@ func fusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 	}
 	bias := StopGradient(Where(hardH, ZerosLike(neg), neg))
 	att, _ := attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true, AttentionBias: bias})
-	if len(mo.Terms) == 0 {
-		return att
+	if len(mo.Terms) == 0 || os.Getenv("NATSBENCH_DIAG") == "nocarrier" {
+		return att // NATSBENCH_DIAG=nocarrier: timing diagnostics only (bench -methods nats-nocarrier): no scorer gradient
 	}
 	return withCarrierGradient(att, q, k, v, mo)
 }

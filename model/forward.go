@@ -152,7 +152,12 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 		} else if mo.Mask == nil && mo.Hard == nil && cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" {
 			// Full causal attention in bf16: GoMLX's fused attention (cuDNN flash attention forward and backward on
 			// CUDA; the decomposed form elsewhere).
-			att, _ = attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true}) // [b,h,s,hd]
+			opt := attention.CoreOptions{UseCausalMask: true}
+			if os.Getenv("NATSBENCH_DIAG") == "fullbias" {
+				// Timing diagnostics only (bench -methods full-bias): the kernel NAtS uses, with an all-zero bias.
+				opt.AttentionBias = Zeros(q.Graph(), shapes.Make(q.DType(), b, h, s, s))
+			}
+			att, _ = attention.Core(q, k, v, attention.LayoutBHSD, opt) // [b,h,s,hd]
 		} else {
 			att = Reshape(attentionMasked(Reshape(q, b, kv, rep, s, hd), k, v, causal, mo.Materialize()), b, h, s, hd)
 		}

@@ -17,7 +17,7 @@ export GOMLX_NO_AUTO_INSTALL=1
 for f in bench model.test; do xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 (cd model && timeout 120 $bin/model.test -test.run GPU -test.v 2>&1) | tee "$OUT/gputest.log" | grep -E '^(---|ok|FAIL)'
-timeout 300 $bin/bench -backend xla:cuda -configs "${CONFIGS:-paper,gpt2s}" -methods "${METHODS:-full,nats,nats-materialized}" \
+timeout 300 $bin/bench -backend xla:cuda -configs "${CONFIGS:-paper,gpt2s}" -methods "${METHODS:-full,nats,nats-materialized,full-bias,nats-nocarrier}" \
 	-bf16 -steps "${STEPS:-10}" -warmup 2 -out "$OUT" 2>&1 | tee "$OUT/gomlx.log" | grep -E 'ms/step|rror'
 PYTHONUNBUFFERED=1 timeout 240 python3 bench/torch_bench.py --configs "${CONFIGS:-paper,gpt2s}" --steps "${STEPS:-10}" \
 	2>&1 | tee "$OUT/torch.log" | grep -E 'ms/step|rror'
