@@ -44,6 +44,9 @@ type Options struct {
 	Mask func(layer int, normed *Node) *Node
 	// SkipLogits leaves Output.Logits nil (use LMHead on selected rows of Output.Hidden instead).
 	SkipLogits bool
+	// Probs, when not nil, is called for every layer with the attention probabilities `[batch, kv_heads, rep,
+	// seq, seq]` (float32; rep query heads per KV head), after the mask, causality and the sliding window.
+	Probs func(layer int, p *Node)
 }
 
 // Output of Forward.
@@ -142,6 +145,12 @@ func AllowedMask(g *Graph, c Config, s int) *Node {
 // `[b, kv, sq, sk]`. Scores (scaled by 1/sqrt(hd)) and the softmax are float32: P = M ⊙ exp(S − max) / Σ M ⊙ exp(S − max).
 // Returns `[b, kv, rep, sq, hd]` in v's dtype.
 func Attention(q, k, v, allowed, mask *Node) *Node {
+	out, _ := attention(q, k, v, allowed, mask)
+	return out
+}
+
+// attention is Attention that also returns the probabilities P `[b, kv, rep, sq, sk]` (float32).
+func attention(q, k, v, allowed, mask *Node) (out, probs *Node) {
 	hd := q.Shape().Dimensions[4]
 	scores := Einsum("bgrqd,bgkd->bgrqk", q, k)
 	scores = MulScalar(ConvertDType(scores, dtypes.Float32), 1/math.Sqrt(float64(hd)))
@@ -153,7 +162,7 @@ func Attention(q, k, v, allowed, mask *Node) *Node {
 		e = Mul(e, InsertAxes(ConvertDType(mask, dtypes.Float32), 2))
 	}
 	p := Div(e, ReduceAndKeep(e, ReduceSum, -1))
-	return Einsum("bgrqk,bgkd->bgrqd", ConvertDType(p, v.DType()), v)
+	return Einsum("bgrqk,bgkd->bgrqd", ConvertDType(p, v.DType()), v), p
 }
 
 // Forward runs the LM over tokens `[batch, seq]` (int32), positions 0..seq-1.
@@ -179,7 +188,10 @@ func Forward(c Config, w Weights, tokens *Node, opt Options) Output {
 		if opt.Mask != nil {
 			mask = opt.Mask(l, xn)
 		}
-		att := Attention(Reshape(q, b, kv, rep, s, hd), k, v, allowed, mask) // [b, kv, rep, s, hd]
+		att, probs := attention(Reshape(q, b, kv, rep, s, hd), k, v, allowed, mask) // [b, kv, rep, s, hd]
+		if opt.Probs != nil {
+			opt.Probs(l, probs)
+		}
 		att = Reshape(Transpose(Reshape(att, b, h, s, hd), 1, 2), b, s, h*hd)
 		x = Add(x, Linear(att, w.Get(p+NameO)))
 		xn2 := RMSNorm(x, w.Get(p+NameMLPIn), c.RMSNormEps)
