@@ -5,8 +5,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -33,8 +36,9 @@ func (t *Trainer) SaveAdapter(path string) error {
 		data[i] = t.Scorers.Flat(i)
 	}
 	nc, _ := json.Marshal(t.Masker.Config())
+	bc, _ := json.Marshal(t.Base.Config)
 	meta := map[string]string{"format": "natsbench-nats-adapter/1", "base_model": t.Base.Source,
-		"base_fingerprint": Fingerprint(t.Base.Config), "nats": string(nc), "step": fmt.Sprint(t.Step)}
+		"base_fingerprint": Fingerprint(t.Base.Config), "base_config": string(bc), "nats": string(nc), "step": fmt.Sprint(t.Step)}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -46,7 +50,8 @@ func (t *Trainer) SaveAdapter(path string) error {
 }
 
 // LoadAdapter reads an adapter written by SaveAdapter onto a trainer of the same base model: the NAtS settings
-// come from the file; a base model of another architecture or a missing scorer is an error naming the file.
+// come from the file; a base model of another architecture or a missing scorer is an error naming the file (and,
+// for adapters that record the base config, the fields that differ: layers, KV heads, …).
 func LoadAdapter(path string, base *llama.Model) (*nats.Masker, *Trainer, error) {
 	f, err := llama.OpenSafetensors(path)
 	if err != nil {
@@ -57,8 +62,8 @@ func LoadAdapter(path string, base *llama.Model) (*nats.Masker, *Trainer, error)
 		return nil, nil, fmt.Errorf("%s: not a natsbench NAtS adapter (format %q)", path, f.Metadata["format"])
 	}
 	if got, want := f.Metadata["base_fingerprint"], Fingerprint(base.Config); got != want {
-		return nil, nil, fmt.Errorf("%s: adapter trained on base model %q (fingerprint %s), not on %q (%s)",
-			path, f.Metadata["base_model"], got, base.Source, want)
+		return nil, nil, fmt.Errorf("%s: adapter trained on base model %q (fingerprint %s), not on %q (%s)%s",
+			path, f.Metadata["base_model"], got, base.Source, want, configDiff(f.Metadata["base_config"], base.Config))
 	}
 	var nc nats.Config
 	if err := json.Unmarshal([]byte(f.Metadata["nats"]), &nc); err != nil {
@@ -81,4 +86,25 @@ func LoadAdapter(path string, base *llama.Model) (*nats.Masker, *Trainer, error)
 		t.Scorers.Values[i] = tensors.FromFlatDataAndDimensions(data, dims...)
 	}
 	return m, t, nil
+}
+
+// configDiff lists the fields of the recorded base config (JSON) that differ from c, as ": Field adapter ≠ model,
+// …", or "" when nothing was recorded.
+func configDiff(recorded string, c llama.Config) string {
+	var a, b map[string]any
+	if recorded == "" || json.Unmarshal([]byte(recorded), &a) != nil {
+		return ""
+	}
+	cb, _ := json.Marshal(c)
+	json.Unmarshal(cb, &b)
+	var diffs []string
+	for _, k := range slices.Sorted(maps.Keys(b)) {
+		if av, bv := fmt.Sprint(a[k]), fmt.Sprint(b[k]); av != bv {
+			diffs = append(diffs, fmt.Sprintf("%s %s (adapter) ≠ %s (model)", k, av, bv))
+		}
+	}
+	if len(diffs) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(diffs, ", ")
 }

@@ -112,11 +112,18 @@ func TestAdapterRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	// Another architecture is refused, naming the file.
+	// Another architecture is refused, naming the file and the fields that differ.
 	other := *tr.Base
 	other.Config.NumLayers++
-	if _, _, err := LoadAdapter(path, &other); err == nil || !strings.Contains(err.Error(), path) {
+	if _, _, err := LoadAdapter(path, &other); err == nil || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), "NumLayers 2 (adapter) ≠ 3 (model)") {
 		t.Fatalf("adapter loaded onto another architecture: %v", err)
+	}
+	other = *tr.Base
+	other.Config.NumKVHeads = 4
+	if _, _, err := LoadAdapter(path, &other); err == nil || !strings.Contains(err.Error(), "NumKVHeads 2 (adapter) ≠ 4 (model)") ||
+		strings.Contains(err.Error(), "NumLayers") {
+		t.Fatalf("adapter loaded onto another number of KV heads: %v", err)
 	}
 }
 
