@@ -70,6 +70,22 @@ func (g *gpt2Tokenizer) Decode(ids []int) string {
 	return s
 }
 
+// Err returns the first encoding or decoding error.
+func (g *gpt2Tokenizer) Err() error { return g.err }
+
+// lbTokenizer is a model's tokenizer as LongBench prediction uses it: Encode as tokenizer(prompt).input_ids (special
+// tokens such as BOS included), Decode with skip_special_tokens; Err reports the first error of either (the
+// longbench.Tokenizer interface has no error results).
+type lbTokenizer interface {
+	longbench.Tokenizer
+	Err() error
+}
+
+// lbGenerate decodes greedily from the prompt ids of a sample of task index ti with at most maxNew new tokens. It
+// returns the generated tokens without a final EOS, the number of tokens emitted (a final EOS included), whether
+// decoding stopped at an EOS, and the KV fraction and kept keys at the end of generation (NATS-SPEC §1.9).
+type lbGenerate func(ti int, ids []int, maxNew int) (gen []int, emitted int, eos bool, kvFrac, kvTok float64, err error)
+
 // lbTask is one task's samples as read from longbench.data.
 type lbTask struct {
 	name, file string
@@ -206,23 +222,12 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 	// Per task: the generation budget and the prompt budget. An explicit max_length may pass the trained length
 	// (RoPE has no learned positions, as in the latency kind); the default keeps prompt + answer within it.
 	trained := mcfg.MaxSeqLen
-	maxNew := make([]int, len(tasks))
-	maxLen := make([]int, len(tasks))
+	maxLen, maxNew, err := lbLengths(lc, tasks, trained, "model.max_seq_len")
+	if err != nil {
+		return err
+	}
 	longestNew := 0
-	for i, t := range tasks {
-		ti, _ := longbench.Task(t.name)
-		maxNew[i] = ti.MaxNewTokens
-		if lc.MaxNewTokens > 0 {
-			maxNew[i] = lc.MaxNewTokens
-		}
-		maxLen[i] = lc.MaxLength
-		if maxLen[i] == 0 {
-			maxLen[i] = trained - maxNew[i]
-			if maxLen[i] < 1 {
-				return fmt.Errorf("longbench: task %s: max new tokens %d leave no prompt room in model.max_seq_len = %d; set longbench.max_new_tokens or longbench.max_length",
-					t.name, maxNew[i], trained)
-			}
-		}
+	for i := range tasks {
 		mcfg.MaxSeqLen = max(mcfg.MaxSeqLen, maxLen[i]+maxNew[i])
 		longestNew = max(longestNew, maxNew[i])
 	}
@@ -239,7 +244,67 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 		nc = max(rc.Method.ChunkSize, 1)
 	}
 	tok := &gpt2Tokenizer{tok: pg19.NewTokenizer()}
+	chunks := make([]int, len(tasks))
+	for ti := range tasks {
+		// One prefill chunk length per task (graphs are reused across its samples): the configured chunk, or the
+		// whole prompt budget when shorter, rounded up to the NAtS chunk size.
+		chunks[ti] = min(lc.PrefillChunk, (maxLen[ti]+nc-1)/nc*nc)
+	}
+	gen := func(ti int, ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
+		in := make([]int32, len(ids))
+		for i, id := range ids {
+			in[i] = int32(id)
+		}
+		if _, err := e.Prefill([][]int32{in}, chunks[ti]); err != nil {
+			return nil, 0, false, 0, 0, err
+		}
+		dr, err := e.Decode(maxNew)
+		if err != nil {
+			return nil, 0, false, 0, 0, err
+		}
+		g := dr.Tokens[0]
+		emitted, eos := len(g), false
+		if n := len(g); n > 0 && g[n-1] == pg19.EOT {
+			g, eos = g[:n-1], true
+		}
+		out := make([]int, len(g))
+		for i, t := range g {
+			out[i] = int(t)
+		}
+		return out, emitted, eos, e.KVFraction(), e.KVTokens(), nil
+	}
+	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, tok, gen)
+}
 
+// lbLengths returns per task the prompt budget (longbench.max_length, or room − the task's new tokens) and the
+// new-token budget (longbench.max_new_tokens, or the task's official one); room is the model's length, named
+// roomName in errors.
+func lbLengths(lc LongBenchConfig, tasks []lbTask, room int, roomName string) (maxLen, maxNew []int, err error) {
+	maxNew = make([]int, len(tasks))
+	maxLen = make([]int, len(tasks))
+	for i, t := range tasks {
+		ti, _ := longbench.Task(t.name)
+		maxNew[i] = ti.MaxNewTokens
+		if lc.MaxNewTokens > 0 {
+			maxNew[i] = lc.MaxNewTokens
+		}
+		maxLen[i] = lc.MaxLength
+		if maxLen[i] == 0 {
+			maxLen[i] = room - maxNew[i]
+			if maxLen[i] < 1 {
+				return nil, nil, fmt.Errorf("longbench: task %s: max new tokens %d leave no prompt room in %s = %d; set longbench.max_new_tokens or longbench.max_length",
+					t.name, maxNew[i], roomName, room)
+			}
+		}
+	}
+	return maxLen, maxNew, nil
+}
+
+// predictLongBench predicts every sample of tasks with gen (prompts built by tok, middle-truncated to maxLen[ti]
+// tokens, at most maxNew[ti] new tokens), writes DIR/pred/<task>.jsonl, scores them (DIR/pred/result.json) and
+// writes DIR/samples.jsonl and the rows: the part of runLongBench shared by every model family.
+func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, tasks []lbTask, chat longbench.ChatTemplate,
+	maxLen, maxNew []int, tok lbTokenizer, gen lbGenerate) error {
 	pdir := filepath.Join(dir, predDir)
 	if err := os.RemoveAll(pdir); err != nil { // a rerun starts over: no stale prediction file may be scored
 		return err
@@ -254,9 +319,6 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 	}
 	done := 0
 	for ti, t := range tasks {
-		// One prefill chunk length per task (graphs are reused across its samples): the configured chunk, or the
-		// whole prompt budget when shorter, rounded up to the NAtS chunk size.
-		chunk := min(lc.PrefillChunk, (maxLen[ti]+nc-1)/nc*nc)
 		var lines bytes.Buffer
 		for si, s := range t.samples {
 			if err := ctx.Err(); err != nil {
@@ -266,7 +328,9 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 			if s.ID != "" {
 				where += " (_id " + s.ID + ")"
 			}
-			rec, err := predictSample(e, tok, t.name, s, maxLen[ti], maxNew[ti], chunk, chat)
+			rec, err := predictSample(tok, t.name, s, maxLen[ti], maxNew[ti], chat, func(ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
+				return gen(ti, ids, maxNew)
+			})
 			if err != nil {
 				return fmt.Errorf("%s: longbench %s: %w", info.key, where, err)
 			}
@@ -307,18 +371,18 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 	return results.WriteRows(filepath.Join(dir, results.MetricsFile), rows)
 }
 
-// predictSample builds, truncates and tokenises one prompt, prefills it, decodes greedily and returns the
-// sample's record (score not yet set).
-func predictSample(e *engine.Engine, tok *gpt2Tokenizer, task string, s longbench.Sample, maxLen, maxNew, chunk int,
-	chat longbench.ChatTemplate) (lbSample, error) {
+// predictSample builds, truncates and tokenises one prompt, decodes greedily with gen and returns the sample's
+// record (score not yet set).
+func predictSample(tok lbTokenizer, task string, s longbench.Sample, maxLen, maxNew int, chat longbench.ChatTemplate,
+	gen func(ids []int, maxNew int) ([]int, int, bool, float64, float64, error)) (lbSample, error) {
 	start := time.Now()
 	prompt, err := longbench.BuildModelPrompt(task, s, tok, maxLen, chat)
 	if err != nil {
 		return lbSample{}, err
 	}
 	ids := tok.Encode(prompt)
-	if tok.err != nil {
-		return lbSample{}, tok.err
+	if err := tok.Err(); err != nil {
+		return lbSample{}, err
 	}
 	rec := lbSample{Task: task, Answers: s.Answers, AllClasses: s.AllClasses, Length: s.Length}
 	if whole, err := longbench.BuildModelPrompt(task, s, nil, 0, chat); err == nil { // nil tokenizer: no truncation
@@ -333,31 +397,19 @@ func predictSample(e *engine.Engine, tok *gpt2Tokenizer, task string, s longbenc
 	if len(ids) == 0 {
 		return lbSample{}, fmt.Errorf("empty prompt")
 	}
-	in := make([]int32, len(ids))
-	for i, id := range ids {
-		in[i] = int32(id)
-	}
-	if _, err := e.Prefill([][]int32{in}, chunk); err != nil {
-		return lbSample{}, err
-	}
-	dr, err := e.Decode(maxNew)
+	out, emitted, eos, kvFrac, kvTok, err := gen(ids, maxNew)
 	if err != nil {
 		return lbSample{}, err
 	}
-	gen := dr.Tokens[0]
-	rec.TokensIn, rec.TokensOut, rec.Stop = len(in), len(gen), "length"
-	if n := len(gen); n > 0 && gen[n-1] == pg19.EOT {
-		gen, rec.Stop = gen[:n-1], "eos"
-	}
-	out := make([]int, len(gen))
-	for i, t := range gen {
-		out[i] = int(t)
+	rec.TokensIn, rec.TokensOut, rec.Stop = len(ids), emitted, "length"
+	if eos {
+		rec.Stop = "eos"
 	}
 	rec.Pred = tok.Decode(out)
-	if tok.err != nil {
-		return lbSample{}, tok.err
+	if err := tok.Err(); err != nil {
+		return lbSample{}, err
 	}
-	rec.KVFraction, rec.KVTokens = e.KVFraction(), e.KVTokens()
+	rec.KVFraction, rec.KVTokens = kvFrac, kvTok
 	rec.Seconds = time.Since(start).Seconds()
 	return rec, nil
 }
