@@ -103,6 +103,9 @@ type LongBenchConfig struct {
 	ChatTemplate string   `toml:"chat_template"`  // none (NAtS's protocol) | llama2 | mistral | llama3 | llama3.1
 	MaxNewTokens int      `toml:"max_new_tokens"` // greedy tokens at most; 0 = the task's official dataset2maxlen value
 	PrefillChunk int      `toml:"prefill_chunk"`  // prompt tokens per prefill graph (a multiple of the NAtS chunk size)
+	// MatchBudget (Llama path, streamingllm/h2o/tova): each task's budget is the mean number of keys the `from` run
+	// (a NAtS longbench run of the same base model) keeps at the end of generation on that task (NATS-SPEC §3.7).
+	MatchBudget bool `toml:"match_budget"`
 }
 
 func (l LongBenchConfig) validate(m MethodConfig) error {

@@ -62,6 +62,15 @@ func Validate(r sweeps.Run) error {
 		if r.FromKey == "" {
 			return wrap(fmt.Errorf("kind longbench evaluates a trained model: set `from` (e.g. from = \"pg19:full\")"))
 		}
+		if longbenchLlama(rc) { // the model is finetune.model, not [model] or [data]
+			if err := validateLongBenchLlama(rc); err != nil {
+				return wrap(err)
+			}
+			return nil
+		}
+		if rc.LongBench.MatchBudget {
+			return wrap(fmt.Errorf("longbench.match_budget needs a Llama-family model (finetune.model): natsbench's own LM takes its weights from `from`"))
+		}
 		if err := rc.LongBench.validate(rc.Method); err != nil {
 			return wrap(err)
 		}
@@ -122,6 +131,9 @@ func Run(ctx context.Context, r sweeps.Run, dir, fromDir string, env Env) error 
 	case "latency":
 		return runLatency(ctx, rc, info, dir, fromDir, env)
 	case "longbench":
+		if longbenchLlama(rc) {
+			return runLongBenchLlama(ctx, rc, info, dir, fromDir, env)
+		}
 		return runLongBench(ctx, rc, info, dir, fromDir, env)
 	case "finetune":
 		return runFinetune(ctx, rc, info, dir, env)

@@ -212,6 +212,10 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 	if err != nil {
 		return err
 	}
+	if _, err := os.Stat(filepath.Join(fromDir, adapterFile)); err == nil {
+		return fmt.Errorf("from: %s is a finetune run (it holds %s): set finetune.model (and finetune.tokenizer) to its base model to evaluate a Llama-family model",
+			fromDir, adapterFile)
+	}
 	mcfg, params, err := loadFinal(fromDir, masker)
 	if err != nil {
 		return err
