@@ -52,10 +52,11 @@ type Generator struct {
 
 // Generation is the result of one greedy decoding.
 type Generation struct {
-	Tokens     []int   // generated tokens, a final EOS included
-	Seen       int     // tokens the cache has seen: the prompt plus the generated tokens but a final EOS
-	KVFraction float64 // keys kept after the last token seen ÷ Seen, mean over layers and KV heads
-	KVTokens   float64 // keys kept after the last token seen, mean over layers and KV heads
+	Tokens     []int     // generated tokens, a final EOS included
+	Logits     []float32 // the logit of each generated token (the largest of its step)
+	Seen       int       // tokens the cache has seen: the prompt plus the generated tokens but a final EOS
+	KVFraction float64   // keys kept after the last token seen ÷ Seen, mean over layers and KV heads
+	KVTokens   float64   // keys kept after the last token seen, mean over layers and KV heads
 }
 
 // NewGenerator checks the policy and returns a generator on backend.
@@ -128,12 +129,14 @@ func (g *Generator) nScorers() int {
 	return len(g.Scorers.Specs)
 }
 
-// lastRow returns the hidden state of row last `[1, hidden]` as greedy token `[1]` int32.
-func greedyAt(c llama.Config, w llama.Weights, h, last *Node) *Node {
+// greedyAt returns the greedy token after row last of the final hidden states h `[1, S, hidden]`, `[1]` int32,
+// and its logit `[1]` float32.
+func greedyAt(c llama.Config, w llama.Weights, h, last *Node) (*Node, *Node) {
 	s := h.Shape().Dimensions[1]
 	sel := ConvertDType(Equal(Iota(h.Graph(), shapes.Make(dtypes.Int32, s), 0), last), dtypes.Float32)
 	row := ReduceSum(Mul(ConvertDType(h, dtypes.Float32), ExpandAxes(sel, 0, -1)), 1) // [1, hidden]
-	return ArgMax(llama.LMHead(c, w, ConvertDType(row, h.DType())), -1, dtypes.Int32)
+	logits := llama.LMHead(c, w, ConvertDType(row, h.DType()))
+	return ArgMax(logits, -1, dtypes.Int32), ReduceMax(logits, -1)
 }
 
 // maskExec compiles the mask-policy pass over S tokens: inputs base params, scorers, tokens [1,S], last (scalar
@@ -178,7 +181,8 @@ func (g *Generator) maskExec(S int) (*Exec, error) {
 			kept = MulScalar(keptOf(Ones(gr, shapes.Make(dtypes.Float32, 1, c.NumKVHeads, S, S))), float64(c.NumLayers))
 		}
 		h := llama.Forward(c, w, tokens, opt).Hidden
-		return []*Node{greedyAt(c, w, h, last), DivScalar(kept, float64(c.NumLayers*c.NumKVHeads))}
+		next, logit := greedyAt(c, w, h, last)
+		return []*Node{next, DivScalar(kept, float64(c.NumLayers*c.NumKVHeads)), logit}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("finetune generate: %w", err)
@@ -196,6 +200,7 @@ func (g *Generator) generateMask(prompt []int, maxNew int) (Generation, error) {
 		return Generation{}, err
 	}
 	seq := append([]int(nil), prompt...)
+	var logit float32
 	pass := func() (int, float64, error) {
 		ids := make([]int32, S)
 		for i, t := range seq {
@@ -208,6 +213,7 @@ func (g *Generator) generateMask(prompt []int, maxNew int) (Generation, error) {
 			return 0, 0, fmt.Errorf("finetune generate: %w", err)
 		}
 		defer model.Free(out...)
+		logit = tensors.MustCopyFlatData[float32](out[2])[0]
 		return int(tensors.MustCopyFlatData[int32](out[0])[0]), scalar(out[1]), nil
 	}
 	var res Generation
@@ -218,7 +224,7 @@ func (g *Generator) generateMask(prompt []int, maxNew int) (Generation, error) {
 			return res, err
 		}
 		kept = k
-		res.Tokens = append(res.Tokens, next)
+		res.Tokens, res.Logits = append(res.Tokens, next), append(res.Logits, logit)
 		if g.Base.Config.IsEOS(next) {
 			break
 		}
@@ -262,7 +268,8 @@ func (g *Generator) evictExec(S, T int) (*Exec, error) {
 				attn = append(attn, Transpose(Gather(a, InsertAxes(blockRows, -1)), 0, 1)) // [kv, T, S]
 			}}
 		h := llama.Forward(c, w, tokens, opt).Hidden
-		return []*Node{greedyAt(c, w, h, last), Stack(attn, 0)}
+		next, logit := greedyAt(c, w, h, last)
+		return []*Node{next, Stack(attn, 0), logit}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("finetune generate: %w", err)
@@ -290,6 +297,7 @@ func (g *Generator) generateEvict(prompt []int, maxNew int) (Generation, error) 
 		evict[i] = math.MaxInt32
 	}
 	seq := append(make([]int, 0, S), prompt...)
+	var logit float32
 	// block runs the pass for rows q0..q0+t−1 (a block of T rows, the rows past t ignored), then the cache
 	// protocol for each of the t tokens, and returns the greedy token after row q0+t−1.
 	block := func(q0, t, T int) (int, error) {
@@ -340,6 +348,7 @@ func (g *Generator) generateEvict(prompt []int, maxNew int) (Generation, error) 
 				}
 			}
 		}
+		logit = tensors.MustCopyFlatData[float32](out[2])[0]
 		return int(tensors.MustCopyFlatData[int32](out[0])[0]), nil
 	}
 	var next int
@@ -351,7 +360,7 @@ func (g *Generator) generateEvict(prompt []int, maxNew int) (Generation, error) 
 	}
 	var res Generation
 	for {
-		res.Tokens = append(res.Tokens, next)
+		res.Tokens, res.Logits = append(res.Tokens, next), append(res.Logits, logit)
 		if c.IsEOS(next) {
 			break
 		}

@@ -102,7 +102,8 @@ func (r *refNAtS) pass(S int, seq []int, masks []float32) (next int, roles []int
 				rs = append(rs, out.Roles)
 				return Reshape(Slice(mk, AxisRange(l, l+1)), 1, c.NumKVHeads, S, S)
 			}}).Hidden
-			return []*Node{greedyAt(c, w, h, last), ConvertDType(Stack(rs, 0), dtypes.Int32)}
+			next, _ := greedyAt(c, w, h, last)
+			return []*Node{next, ConvertDType(Stack(rs, 0), dtypes.Int32)}
 		})
 		if err != nil {
 			return 0, nil, err
@@ -270,6 +271,11 @@ func TestGenerateStreamingLLM(t *testing.T) {
 	}
 	if !slices.Equal(viaMask.Tokens, viaCache.Tokens) || viaMask.KVTokens != viaCache.KVTokens || viaMask.Seen != viaCache.Seen {
 		t.Fatalf("mask %+v, cache %+v", viaMask, viaCache)
+	}
+	for i := range viaMask.Logits { // the logits tell apart masks that happen to give the same tokens
+		if math.Abs(float64(viaMask.Logits[i]-viaCache.Logits[i])) > 1e-4 {
+			t.Fatalf("step %d: logit %v through the mask, %v through the cache", i, viaMask.Logits[i], viaCache.Logits[i])
+		}
 	}
 	seen := seenOf(base.Config, len(prompt), viaMask.Tokens)
 	if viaMask.Seen != seen || viaMask.KVTokens != budget-1 || math.Abs(viaMask.KVFraction-float64(budget-1)/float64(seen)) > 1e-12 {
