@@ -116,15 +116,7 @@ func (t *Trainer) buildDP() error {
 		return err
 	}
 	t.gradEx, err = newExec(func(in []*Node) []*Node {
-		params, acc := in[:n], in[n:2*n]
-		tokens, targets, rng, shard := in[2*n], in[2*n+1], in[2*n+2], in[2*n+3]
-		obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng, shard)
-		grads := Gradient(obj, params...)
-		out := make([]*Node, 0, n+3)
-		for i := range grads {
-			out = append(out, Add(acc[i], grads[i]))
-		}
-		return append(out, ce, aux, dens)
+		return t.accumulate(in[:n], in[n:2*n], in[2*n], in[2*n+1], in[2*n+2], in[2*n+3])
 	})
 	if err != nil {
 		return err

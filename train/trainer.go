@@ -184,14 +184,7 @@ func (t *Trainer) build() error {
 	// applyExec(params, m, v, acc, lr, step) → params', m', v', gnorm.
 	t.gradEx, err = NewExec(t.Backend, func(in []*Node) []*Node {
 		params, acc := in[:n], in[n:2*n]
-		tokens, targets, rng := in[2*n], in[2*n+1], in[2*n+2]
-		obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng, nil)
-		grads := Gradient(obj, params...)
-		out := make([]*Node, 0, n+3)
-		for i := range grads {
-			out = append(out, Add(acc[i], grads[i]))
-		}
-		return append(out, ce, aux, dens)
+		return t.accumulate(params, acc, in[2*n], in[2*n+1], in[2*n+2], nil)
 	})
 	if err != nil {
 		return err
@@ -415,4 +408,16 @@ func assignInto(p *model.Params, names []string, vals []*tensors.Tensor, src str
 		p.Values[i] = v
 	}
 	return nil
+}
+
+// accumulate is the gradient-accumulation graph: acc + ∂obj/∂params for one micro-batch (of shard `shard` in a
+// data-parallel step; nil otherwise), then ce, aux and the density.
+func (t *Trainer) accumulate(params, acc []*Node, tokens, targets, rng, shard *Node) []*Node {
+	obj, ce, aux, dens := t.lossGraph(params, tokens, targets, rng, shard)
+	grads := Gradient(obj, params...)
+	out := make([]*Node, 0, len(params)+3)
+	for i := range grads {
+		out = append(out, Add(acc[i], grads[i]))
+	}
+	return append(out, ce, aux, dens)
 }
