@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gomlx/compute"
+
 	"natsbench/engine"
 	"natsbench/longbench"
 	"natsbench/model"
@@ -177,6 +179,21 @@ type lbSample struct {
 	Seconds    float64  `json:"seconds"`     // wall time of prompt building, prefill and decoding
 }
 
+// longBenchInputs is what both longbench paths (natsbench's LM, a Llama-family model) read first: the chat
+// template, the tasks' samples and the backend.
+func longBenchInputs(lc LongBenchConfig, env Env) (longbench.ChatTemplate, []lbTask, compute.Backend, error) {
+	chat, err := longbench.ParseChatTemplate(lc.ChatTemplate)
+	if err != nil {
+		return chat, nil, nil, err
+	}
+	tasks, err := loadLongBenchData(lc)
+	if err != nil {
+		return chat, nil, nil, err
+	}
+	backend, err := model.NewBackend(env.Backend)
+	return chat, tasks, backend, err
+}
+
 // runLongBench predicts LongBench v1 with the KV-cache engine under the run's cache policy and scores the
 // predictions with the official eval.py semantics (NATS-SPEC §3.6, §7.3, §7.4). The model comes from the `from`
 // run. For each sample: the official prompt (no chat template unless longbench.chat_template says otherwise),
@@ -196,15 +213,7 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 	if fromDir == "" {
 		return fmt.Errorf("%s: kind longbench needs `from` (the run whose trained model to evaluate)", info.key)
 	}
-	chat, err := longbench.ParseChatTemplate(lc.ChatTemplate)
-	if err != nil {
-		return err
-	}
-	tasks, err := loadLongBenchData(lc)
-	if err != nil {
-		return err
-	}
-	backend, err := model.NewBackend(env.Backend)
+	chat, tasks, backend, err := longBenchInputs(lc, env)
 	if err != nil {
 		return err
 	}

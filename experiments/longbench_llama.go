@@ -15,7 +15,6 @@ import (
 
 	"natsbench/finetune"
 	"natsbench/llama"
-	"natsbench/longbench"
 	"natsbench/model"
 	"natsbench/nats"
 	"natsbench/results"
@@ -175,15 +174,7 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 	if fromDir == "" {
 		return fmt.Errorf("%s: kind longbench needs `from` (a finetune run, or a nats longbench run with longbench.match_budget)", info.key)
 	}
-	chat, err := longbench.ParseChatTemplate(lc.ChatTemplate)
-	if err != nil {
-		return err
-	}
-	tasks, err := loadLongBenchData(lc)
-	if err != nil {
-		return err
-	}
-	backend, err := model.NewBackend(env.Backend)
+	chat, tasks, backend, err := longBenchInputs(lc, env)
 	if err != nil {
 		return err
 	}
