@@ -34,7 +34,7 @@ type Options struct {
 	// allocation of policies with a known bound (Full: prompt + new tokens; StreamingLLM, H2O, TOVA: the budget).
 	MaxNewTokens int
 	// InitialCap overrides the first capacity (rounded up to a kvcache.Bucket); 0 = automatic: the policy's
-	// bound for bounded policies, kvcache.Bucket(0) for NAtS, which then grows with what it keeps.
+	// bound for bounded policies (Full: prompt + MaxNewTokens, see boundCap), kvcache.Bucket(0) for NAtS, which then grows with what it keeps.
 	InitialCap int
 	// AllLogits makes Prefill return the logits of every prompt position (tests), not only the last.
 	AllLogits bool
@@ -181,9 +181,20 @@ func (e *Engine) initialCap(n int) int {
 	case e.spec.kind == kindNAtS:
 		return kvcache.Bucket(0)
 	case e.Evictor == nil:
-		return kvcache.Bucket(n)
+		return boundCap(n)
 	}
 	return kvcache.Bucket(e.Evictor.Capacity(n))
+}
+
+// boundCap is the capacity for a policy that keeps all n tokens (full attention): a kvcache.Bucket up to 1024
+// slots, then n rounded up to a multiple of 1024. A power of two would nearly double the buffers, and every
+// step's cache read, when prompt + new tokens just passes one (32k + 64 tokens: 64k slots); full attention never
+// grows, so the one compiled step per capacity stays one.
+func boundCap(n int) int {
+	if n <= 1024 {
+		return kvcache.Bucket(n)
+	}
+	return (n + 1023) / 1024 * 1024
 }
 
 // maxStatsBytes bounds the per-chunk attention statistics that H2O/TOVA prefill copies to the host.

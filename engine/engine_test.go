@@ -548,3 +548,48 @@ func sortInt32(x []int32) {
 		}
 	}
 }
+
+// TestFullCapacityIsTight: full attention sizes its buffers to prompt + MaxNewTokens rounded up to 1024 slots (a
+// power of two would nearly double them past 1024 tokens), and decoding through such a capacity still equals the
+// forward pass.
+func TestFullCapacityIsTight(t *testing.T) {
+	for _, c := range []struct{ n, want int }{{1, 16}, {1000, 1024}, {1024, 1024}, {1025, 2048}, {3000, 3072}, {32832, 33792}} {
+		if got := boundCap(c.n); got != c.want {
+			t.Errorf("boundCap(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
+	cfg := tiny()
+	cfg.NLayers, cfg.MaxSeqLen = 1, 3200
+	backend := testBackend(t)
+	params := testParams(cfg, nil, 5)
+	const P, N = 3060, 4
+	seq := randTokens(rand.New(rand.NewPCG(4, 2)), 1, P+N, cfg.VocabSize)
+	logits, _, err := model.NewInference(backend, cfg, nil, params).Forward(seq[0], 1, P+N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(backend, cfg, nil, nil, params, Options{MaxNewTokens: N})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Prefill([][]int32{seq[0][:P]}, 512); err != nil {
+		t.Fatal(err)
+	}
+	if e.Cap() != 3072 {
+		t.Fatalf("full attention, %d + %d tokens: capacity %d, want 3072", P, N, e.Cap())
+	}
+	V := cfg.VocabSize
+	for i := P; i < P+N; i++ {
+		so, err := e.Step([]int32{seq[0][i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
+			t.Fatalf("position %d: max |Δlogit| = %g", i, d)
+		}
+	}
+	if e.Cap() != 3072 {
+		t.Fatalf("capacity grew to %d while decoding within MaxNewTokens", e.Cap())
+	}
+	checkTable(t, e, nil)
+}
