@@ -1,8 +1,10 @@
 package model
 
 import (
+	"fmt"
 	"math"
 	"os"
+	"slices"
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -56,6 +58,44 @@ func fusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 	return withCarrierGradient(att, q, k, v, mo)
 }
 
+// CarrierVariants names the formulations of the carrier's backward pass, chosen by the environment variable
+// NATSBENCH_CARRIER when a graph is built (bench -methods nats,nats-stacked,nats-bf16dm,nats-twopass times them side
+// by side). All compute the same ∂L/∂Key of every term (see above); they differ in the tensors XLA has to write and
+// read per layer. Sizes below are for the paper shape on the GPU (batch 16, 8 heads, seq 1024: one float32
+// [b, h, s, s] tensor is 512 MB).
+//
+//   - "" (the default): dM = ∂L/∂M `[b, kv, s, s]` float32, then one reduction over queries per term, each reading
+//     all of dM (XLA emits one reduce kernel per term).
+//   - "stacked": the same dM, and one reduction over queries of the terms stacked on a new minor-most axis,
+//     `[b, kv, i, j, T]` → `[b, kv, j, T]`: one kernel instead of T. The T axis is minor so that neighbouring threads
+//     of that kernel read the same dM element (expected to be served from cache: dM read from memory once); with T
+//     major, XLA would walk dM once per term again.
+//   - "bf16dm": as stacked, with dM stored in bfloat16 (whatever the compute dtype, so the float32 CPU test sees the
+//     rounding) and converted back to float32 inside the reduction, which accumulates in float32: half the bytes
+//     written and read for dM. Precision: every dM[i, j] is rounded to 8 significant bits (relative error ≤ 2⁻⁹ ≈
+//     0.2%) before the sum over queries; the errors are independent across cells, so a term's gradient moves by
+//     about 2⁻⁹·(Σ_i dM[i,j]²)^½ and at most 2⁻⁹·Σ_i |dM[i,j]|: bf16 resolution, which the scorer's own bf16
+//     forward pass already has. An optimisation barrier keeps the bf16 copy: without it XLA's
+//     simplify-fp-conversions pass (run before fusion when xla_allow_excess_precision, the default) removes the
+//     f32→bf16→f32 pair and the variant would silently equal stacked.
+//   - "twopass": the row statistics first, as small `[b, kv, rep, s, 1]` tensors (the row max m over causal cells,
+//     Z over hard cells; Δ = dO·O), then dM's cells e/Z·(dP − Δ) computed elementwise from S, dP and those
+//     statistics inside the stacked column reduction (over query heads and queries at once). If XLA fuses that
+//     elementwise producer into the reduction, dM is never written: S and dP are read once more instead of dM being
+//     written and read. m and Z pass through an optimisation barrier so XLA does not see the max → exp → sum →
+//     divide "softmax diamond", which it fuses into one row-wise kernel that writes its elementwise result (the
+//     likely origin of the default's dM-writing fusion).
+var CarrierVariants = []string{"", "stacked", "bf16dm", "twopass"}
+
+// carrierVariant returns NATSBENCH_CARRIER, panicking (graph building) on a value not in CarrierVariants.
+func carrierVariant() string {
+	v := os.Getenv("NATSBENCH_CARRIER")
+	if !slices.Contains(CarrierVariants, v) {
+		panic(fmt.Errorf("NATSBENCH_CARRIER=%q: unknown carrier formulation (want one of %q)", v, CarrierVariants))
+	}
+	return v
+}
+
 // withCarrierGradient returns att unchanged, with the gradient of the carrier terms attached (see above). att, the
 // term keys and their gradients travel packed in one float32 vector through IdentityWithCustomGradient, whose
 // gradient function sees ∂L/∂att and returns the keys' gradients in their slots.
@@ -66,27 +106,84 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	rep := h / kv
 	nAtt := b * h * s * hd
 	nKey := b * kv * s
+	variant := carrierVariant()
 	parts := []*Node{Reshape(ConvertDType(att, dtypes.Float32), nAtt)}
 	for _, t := range mo.Terms {
 		parts = append(parts, Reshape(ConvertDType(t.Key, dtypes.Float32), nKey))
 	}
 	packed := IdentityWithCustomGradient(Concatenate(parts, 0), func(_, adj *Node) *Node {
 		dO := Reshape(Slice(adj, AxisRange(0, nAtt)), b, kv, rep, s, hd) // float32
-		dM := maskGradient(Reshape(q, b, kv, rep, s, hd), k, v, Reshape(ConvertDType(att, dtypes.Float32), b, kv, rep, s, hd), dO, mo.Hard)
+		qR := Reshape(q, b, kv, rep, s, hd)
+		oR := Reshape(ConvertDType(att, dtypes.Float32), b, kv, rep, s, hd)
 		out := []*Node{Slice(adj, AxisRange(0, nAtt))}
-		for _, t := range mo.Terms {
-			gk := ReduceSum(Where(t.Region, dM, ZerosLike(dM)), 2) // Σ_i over queries: [b, kv, s]
-			out = append(out, Reshape(MulScalar(gk, t.Coef), nKey))
+		switch variant {
+		case "":
+			dM := maskGradient(qR, k, v, oR, dO, mo.Hard)
+			for _, t := range mo.Terms {
+				gk := ReduceSum(Where(t.Region, dM, ZerosLike(dM)), 2) // Σ_i over queries: [b, kv, s]
+				out = append(out, Reshape(MulScalar(gk, t.Coef), nKey))
+			}
+		case "stacked", "bf16dm":
+			dM := maskGradient(qR, k, v, oR, dO, mo.Hard) // [b, kv, s, s]
+			if variant == "bf16dm" {
+				dM = ConvertDType(OptimizationBarrier(ConvertDType(dM, dtypes.BFloat16)), dtypes.Float32)
+			}
+			out = append(out, stackedTermSums(dM, mo.Terms, 2))
+		case "twopass":
+			scores, dP, delta := carrierParts(qR, k, v, oR, dO)
+			m, _, z := rowStats(scores, mo.Hard)
+			mz := OptimizationBarriers(m, z)
+			dMr := Mul(Div(Exp(Sub(scores, mz[0])), mz[1]), Sub(dP, delta)) // [b, kv, rep, s, s], fused into the sum
+			out = append(out, stackedTermSums(dMr, mo.Terms, 2, 3))
 		}
 		return Concatenate(out, 0)
 	})
 	return ConvertDType(Reshape(Slice(packed, AxisRange(0, nAtt)), b, h, s, hd), att.DType())
 }
 
+// stackedTermSums returns the terms' key gradients packed term by term (`[T·b·kv·s]`): Coef_t·Σ Region_t·x over the
+// queries, in one reduction of x `[b, kv, (rep,) s, s]` float32 over queryAxes (the query-head and query axes) with
+// the T terms on a new minor-most axis.
+func stackedTermSums(x *Node, terms []CarrierTerm, queryAxes ...int) *Node {
+	g := x.Graph()
+	regions := make([]*Node, len(terms))
+	coefs := make([]float32, len(terms))
+	for i, t := range terms {
+		regions[i], coefs[i] = t.Region, float32(t.Coef)
+	}
+	reg := Stack(regions, -1) // [b, kv, s, s, T]
+	if x.Rank() == 5 {
+		reg = InsertAxes(reg, 2) // over the query heads: [b, kv, 1, s, s, T]
+	}
+	dims := append(x.Shape().Clone().Dimensions, len(terms))
+	xT := BroadcastToDims(InsertAxes(x, -1), dims...)
+	gk := ReduceSum(Where(BroadcastToDims(reg, dims...), xT, ZerosLike(xT)), queryAxes...) // [b, kv, s, T]
+	gk = Mul(gk, ExpandLeftToRank(Const(g, coefs), gk.Rank()))
+	return Reshape(TransposeAllAxes(gk, 3, 0, 1, 2), -1) // [T, b, kv, s], flattened
+}
+
 // maskGradient returns ∂L/∂M `[b, kv, s, s]` (float32, summed over the rep query heads of each KV head) of
 // multiplicative-mask attention at M = hard, from q `[b,kv,rep,s,hd]`, k, v `[b,kv,s,hd]`, the attention output o
 // and its adjoint dO `[b,kv,rep,s,hd]` (float32).
 func maskGradient(q, k, v, o, dO, hard *Node) *Node {
+	scores, dP, delta := carrierParts(q, k, v, o, dO)
+	_, e, z := rowStats(scores, hard)
+	return ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2)
+}
+
+// rowStats returns, from the causal scores S `[b, kv, rep, s, s]`, the row max m over causal cells, e = exp(S − m)
+// and Z = Σ_j hard[i,j]·e[i,j]; m and Z are `[b, kv, rep, s, 1]`.
+func rowStats(scores, hard *Node) (m, e, z *Node) {
+	m = ReduceAndKeep(scores, ReduceMax, -1)
+	e = Exp(Sub(scores, m))
+	hardR := BroadcastToShape(InsertAxes(hard, 2), e.Shape())
+	return m, e, ReduceAndKeep(Where(hardR, e, ZerosLike(e)), ReduceSum, -1)
+}
+
+// carrierParts returns, from q `[b,kv,rep,s,hd]`, k, v `[b,kv,s,hd]`, the attention output o and its adjoint dO
+// `[b,kv,rep,s,hd]` (float32), the scaled scores S with −1e30 above the diagonal and dP = dO·vᵀ, both
+// `[b, kv, rep, s, s]`, and Δ = dO·O `[b, kv, rep, s, 1]`, all float32.
+func carrierParts(q, k, v, o, dO *Node) (scores, dP, delta *Node) {
 	hd := q.Shape().Dimensions[4]
 	s := q.Shape().Dimensions[3]
 	g := q.Graph()
@@ -94,18 +191,16 @@ func maskGradient(q, k, v, o, dO, hard *Node) *Node {
 	// float32 products: the carrier gradient takes differences of e/Z·dP terms, which bf16 scores would blur. In
 	// bf16 the operands stay bf16 (every one of q, k, v and dO holds bf16 values: dO is the adjoint of a bf16
 	// tensor) and the matmul accumulates into a float32 output: the same numbers as float32 operands, on tensor cores.
-	scores := MulScalar(contractF32("bgrqd,bgkd->bgrqk", q, k), 1/math.Sqrt(float64(hd)))
+	scores = MulScalar(contractF32("bgrqd,bgkd->bgrqk", q, k), 1/math.Sqrt(float64(hd)))
 	causal := ExpandLeftToRank(causalMask(g, s), scores.Rank())
 	scores = Where(BroadcastToShape(causal, scores.Shape()), scores, Scalar(g, f32, -1e30))
-	e := Exp(Sub(scores, ReduceAndKeep(scores, ReduceMax, -1)))
-	hardR := BroadcastToShape(InsertAxes(hard, 2), e.Shape())
-	z := ReduceAndKeep(Where(hardR, e, ZerosLike(e)), ReduceSum, -1)
+	dOc := dO
 	if q.DType().IsHalfPrecision() {
-		dO = ConvertDType(dO, q.DType()) // exact: see above
+		dOc = ConvertDType(dO, q.DType()) // exact: see above
 	}
-	dP := contractF32("bgrqd,bgkd->bgrqk", dO, v)
-	delta := ReduceAndKeep(Mul(ConvertDType(dO, f32), o), ReduceSum, -1) // dO_i·O_i: [b,kv,rep,s,1]
-	return ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2)
+	dP = contractF32("bgrqd,bgkd->bgrqk", dOc, v)
+	delta = ReduceAndKeep(Mul(dO, o), ReduceSum, -1) // dO_i·O_i: [b,kv,rep,s,1]
+	return scores, dP, delta
 }
 
 // contractF32 is Einsum(eq, a, b) with a float32 result: float32 operands as they are, half-precision operands

@@ -3,6 +3,7 @@
 package model_test
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -12,9 +13,10 @@ import (
 )
 
 // TestGPUFusedCarrier runs the fused/materialised comparison in bfloat16 on CUDA, where the fused path is cuDNN
-// flash attention with the hard mask as a bias: go test -tags 'xla gpu' -run GPU ./model (NATSBENCH_BACKEND,
-// default xla:cuda). bf16 changes the order and precision of both paths, so gradients are compared by cosine
-// similarity and norm ratio per parameter.
+// flash attention with the hard mask as a bias, for every formulation of the carrier's backward pass
+// (model.CarrierVariants): go test -tags 'xla gpu' -run GPU ./model (NATSBENCH_BACKEND, default xla:cuda). bf16
+// changes the order and precision of both paths, so gradients are compared by cosine similarity and norm ratio per
+// parameter.
 func TestGPUFusedCarrier(t *testing.T) {
 	spec := os.Getenv("NATSBENCH_BACKEND")
 	if spec == "" {
@@ -30,24 +32,34 @@ func TestGPUFusedCarrier(t *testing.T) {
 		{Lambda: 1e-4, Window: 16, Chunk: 1, Merge: "mean"},
 		{Lambda: 1e-4, Window: 16, Chunk: 4, Merge: "mean"},
 	} {
-		specs, lm, lf, gm, gf := fusedVsMaterialized(t, backend, cfg, nc, 4, 256)
-		t.Logf("chunk %d: loss materialised %.5f fused %.5f", nc.Chunk, lm, lf)
-		if math.Abs(lm-lf) > 2e-2*math.Abs(lm) {
-			t.Errorf("chunk %d: loss materialised %v, fused %v", nc.Chunk, lm, lf)
-		}
-		for i, sp := range specs {
-			var dot, na, nb float64
-			for k := range gm[i] {
-				a, b := float64(gm[i][k]), float64(gf[i][k])
-				dot, na, nb = dot+a*b, na+a*a, nb+b*b
+		specs, lm, gm := natsStep(t, backend, cfg, nc, 4, 256, false)
+		for _, variant := range model.CarrierVariants {
+			name := variant
+			if name == "" {
+				name = "default"
 			}
-			if na == 0 && nb == 0 {
-				continue
-			}
-			cos, ratio := dot/math.Sqrt(na*nb), math.Sqrt(nb/na)
-			if cos < 0.98 || ratio < 0.95 || ratio > 1.05 {
-				t.Errorf("chunk %d %s: cosine %.4f, norm ratio %.4f", nc.Chunk, sp.Name, cos, ratio)
-			}
+			t.Run(fmt.Sprintf("chunk%d/%s", nc.Chunk, name), func(t *testing.T) {
+				t.Setenv("NATSBENCH_CARRIER", variant)
+				_, lf, gf := natsStep(t, backend, cfg, nc, 4, 256, true)
+				t.Logf("loss materialised %.5f fused %.5f", lm, lf)
+				if math.Abs(lm-lf) > 2e-2*math.Abs(lm) {
+					t.Errorf("loss: materialised %v, fused %v", lm, lf)
+				}
+				for i, sp := range specs {
+					var dot, na, nb float64
+					for k := range gm[i] {
+						a, b := float64(gm[i][k]), float64(gf[i][k])
+						dot, na, nb = dot+a*b, na+a*a, nb+b*b
+					}
+					if na == 0 && nb == 0 {
+						continue
+					}
+					cos, ratio := dot/math.Sqrt(na*nb), math.Sqrt(nb/na)
+					if cos < 0.98 || ratio < 0.95 || ratio > 1.05 {
+						t.Errorf("%s: cosine %.4f, norm ratio %.4f", sp.Name, cos, ratio)
+					}
+				}
+			})
 		}
 	}
 }
