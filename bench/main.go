@@ -77,7 +77,7 @@ func shapes(bf16 bool) map[string]shape {
 func main() {
 	backendF := flag.String("backend", "", "GoMLX backend (go, xla:cuda)")
 	configs := flag.String("configs", "tiny", "comma-separated shapes: smoke, tiny, paper, gpt2s")
-	methods := flag.String("methods", "full,nats", "comma-separated: full, nats, nats-materialized (NAtS with the materialised mask path), nats-stacked, nats-bf16dm, nats-twopass (NAtS with another formulation of the carrier's backward pass: NATSBENCH_CARRIER, model.CarrierVariants); timing diagnostics: full-bias (full attention through the biased kernel, zero bias), nats-nocarrier (NAtS without the carrier's gradient)")
+	methods := flag.String("methods", "full,nats", "comma-separated: full, nats, nats-materialized (NAtS with the materialised mask path), nats-perterm, nats-stacked, nats-bf16dm, nats-twopass (NAtS with a named formulation of the carrier's backward pass: NATSBENCH_CARRIER, model.CarrierVariants); timing diagnostics: full-bias (full attention through the biased kernel, zero bias), nats-nocarrier (NAtS without the carrier's gradient)")
 	steps := flag.Int("steps", 10, "timed steps per case")
 	warm := flag.Int("warmup", 2, "untimed steps (the first compiles)")
 	bf16 := flag.Bool("bf16", false, "bfloat16 compute (GPU)")
@@ -139,13 +139,13 @@ func main() {
 			case "full":
 			case "full-bias": // diagnostics: full attention through the biased kernel NAtS uses (an all-zero bias)
 				os.Setenv("NATSBENCH_DIAG", "fullbias")
-			case "nats", "nats-materialized", "nats-nocarrier", "nats-stacked", "nats-bf16dm", "nats-twopass":
+			case "nats", "nats-materialized", "nats-nocarrier", "nats-perterm", "nats-stacked", "nats-bf16dm", "nats-twopass":
 				switch mn {
 				case "nats-materialized":
 					os.Setenv("NATSBENCH_MASKED_ATTENTION", "materialized")
 				case "nats-nocarrier": // diagnostics: the NAtS forward and mask, no carrier gradient
 					os.Setenv("NATSBENCH_DIAG", "nocarrier")
-				case "nats-stacked", "nats-bf16dm", "nats-twopass": // the carrier's backward pass, reformulated (model/carrier.go)
+				case "nats-perterm", "nats-stacked", "nats-bf16dm", "nats-twopass": // the carrier's backward pass, reformulated (model/carrier.go)
 					os.Setenv("NATSBENCH_CARRIER", strings.TrimPrefix(mn, "nats-"))
 				}
 				nc := nats.DefaultConfig()

@@ -64,13 +64,13 @@ func fusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 // read per layer. Sizes below are for the paper shape on the GPU (batch 16, 8 heads, seq 1024: one float32
 // [b, h, s, s] tensor is 512 MB).
 //
-//   - "" (the default): dM = ∂L/∂M `[b, kv, s, s]` float32, then one reduction over queries per term, each reading
-//     all of dM (XLA emits one reduce kernel per term).
+//   - "perterm": dM = ∂L/∂M `[b, kv, s, s]` float32, then one reduction over queries per term, each reading all of
+//     dM (XLA emits one reduce kernel per term). The default until the H200 measurement below.
 //   - "stacked": the same dM, and one reduction over queries of the terms stacked on a new minor-most axis,
 //     `[b, kv, i, j, T]` → `[b, kv, j, T]`: one kernel instead of T. The T axis is minor so that neighbouring threads
 //     of that kernel read the same dM element (expected to be served from cache: dM read from memory once); with T
 //     major, XLA would walk dM once per term again.
-//   - "bf16dm": as stacked, with dM stored in bfloat16 (whatever the compute dtype, so the float32 CPU test sees the
+//   - "bf16dm" (the default, also ""): as stacked, with dM stored in bfloat16 (whatever the compute dtype, so the float32 CPU test sees the
 //     rounding) and converted back to float32 inside the reduction, which accumulates in float32: half the bytes
 //     written and read for dM. Precision: every dM[i, j] is rounded to 8 significant bits (relative error ≤ 2⁻⁹ ≈
 //     0.2%) before the sum over queries; the errors are independent across cells, so a term's gradient moves by
@@ -85,7 +85,13 @@ func fusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 //     written and read. m and Z pass through an optimisation barrier so XLA does not see the max → exp → sum →
 //     divide "softmax diamond", which it fuses into one row-wise kernel that writes its elementwise result (the
 //     likely origin of the default's dM-writing fusion).
-var CarrierVariants = []string{"", "stacked", "bf16dm", "twopass"}
+//
+// Measured side by side on one H200 (bf16, scripts/device_bench.sh, 10 steps; results/bench): paper shape
+// (batch 16 × 1024, d256, 8 layers) perterm 41.7 ms, stacked 40.6, bf16dm 38.2, twopass 38.8 (full attention 20.6);
+// GPT-2 small (batch 8 × 1024) perterm 58.8, stacked 57.0, bf16dm 53.0, twopass 58.6 (full 31.9). XLA did not fuse
+// twopass as hoped: its HLO still writes one float32 [b, kv, s, s] tensor per layer besides S and dP. bf16dm is the
+// fastest on both shapes, so it is the default.
+var CarrierVariants = []string{"", "perterm", "stacked", "bf16dm", "twopass"}
 
 // carrierVariant returns NATSBENCH_CARRIER, panicking (graph building) on a value not in CarrierVariants.
 func carrierVariant() string {
@@ -107,6 +113,9 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	nAtt := b * h * s * hd
 	nKey := b * kv * s
 	variant := carrierVariant()
+	if variant == "" {
+		variant = "bf16dm"
+	}
 	parts := []*Node{Reshape(ConvertDType(att, dtypes.Float32), nAtt)}
 	for _, t := range mo.Terms {
 		parts = append(parts, Reshape(ConvertDType(t.Key, dtypes.Float32), nKey))
@@ -117,7 +126,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 		oR := Reshape(ConvertDType(att, dtypes.Float32), b, kv, rep, s, hd)
 		out := []*Node{Slice(adj, AxisRange(0, nAtt))}
 		switch variant {
-		case "":
+		case "perterm":
 			dM := maskGradient(qR, k, v, oR, dO, mo.Hard)
 			for _, t := range mo.Terms {
 				gk := ReduceSum(Where(t.Region, dM, ZerosLike(dM)), 2) // Σ_i over queries: [b, kv, s]
