@@ -239,6 +239,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 		return err
 	}
 	start, startStep := time.Now(), tr.Step
+	live := newLiveLine(env.Log)
 	for tr.Step < int64(f.Steps) {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -260,7 +261,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 			rows = append(rows, mk("distill_loss", row.Loss), mk("sparsity_loss", row.Aux), mk("mask_density", row.Density), mk("lr", row.LR))
 		}
 		el := time.Since(start).Seconds()
-		fmt.Fprintf(env.Log, "\r  finetune %-31s step %d/%d distill %.4g density %.3f ETA %s   ", short(info.key), row.Step, f.Steps,
+		live.Update("  finetune %-31s step %d/%d distill %.4g density %.3f ETA %s   ", short(info.key), row.Step, f.Steps,
 			row.Loss, row.Density, (time.Duration(el/float64(tr.Step-startStep)*float64(int64(f.Steps)-tr.Step)) * time.Second).Round(time.Second))
 		if (f.CkptEvery > 0 && row.Step%int64(f.CkptEvery) == 0) || row.Step == int64(f.Steps) {
 			if err := tr.SaveState(state); err != nil {
@@ -271,7 +272,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 			}
 		}
 	}
-	fmt.Fprintln(env.Log)
+	live.End()
 	if err := tr.SaveAdapter(filepath.Join(dir, "adapter.safetensors")); err != nil {
 		return err
 	}
@@ -298,6 +299,7 @@ func passkeyEval(tr *finetune.Trainer, f FinetuneConfig, tok llama.Tokenizer, wo
 		}
 		ss = append(ss, sample{toks, n, a})
 	}
+	live := newLiveLine(env.Log)
 	score := func(p finetune.Policy, ref [][]int32) (acc, agree, frac, kept float64, preds [][]int32, err error) {
 		for i, s := range ss {
 			pr, err := tr.Predict(p, s.toks, s.n)
@@ -318,8 +320,9 @@ func passkeyEval(tr *finetune.Trainer, f FinetuneConfig, tok llama.Tokenizer, wo
 			frac += pr.KVFrac
 			kept += pr.KeptLast
 			preds = append(preds, ans)
-			fmt.Fprintf(env.Log, "\r  passkey %-12s sample %d/%d   ", p.Name, i+1, len(ss))
+			live.Update("  passkey %-12s sample %d/%d", p.Name, i+1, len(ss))
 		}
+		live.End()
 		n := float64(len(ss))
 		return acc / n, agree / n, frac / n, kept / n, preds, nil
 	}
@@ -350,7 +353,7 @@ func passkeyEval(tr *finetune.Trainer, f FinetuneConfig, tok llama.Tokenizer, wo
 		return nil, err
 	}
 	add("streamingllm", acc, agree, sfrac)
-	fmt.Fprintf(env.Log, "\r  passkey: nats kv fraction %.3f (%.1f keys at the end of the prompt), streamingllm budget %d kv fraction %.3f\n",
+	fmt.Fprintf(env.Log, "  passkey: nats kv fraction %.3f (%.1f keys at the end of the prompt), streamingllm budget %d kv fraction %.3f\n",
 		frac, kept, budget, sfrac)
 	return rows, nil
 }

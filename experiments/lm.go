@@ -90,6 +90,7 @@ func trainLM(ctx context.Context, backend compute.Backend, rc RunConfig, info ru
 	start := time.Now()
 	startStep := tr.Step
 	cfg := rc.Train
+	live := newLiveLine(env.Log)
 	for tr.Step < int64(cfg.Steps) {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -113,7 +114,7 @@ func trainLM(ctx context.Context, backend compute.Backend, rc RunConfig, info ru
 		if !math.IsNaN(row.Density) {
 			dens = fmt.Sprintf(" density %.3f", row.Density)
 		}
-		fmt.Fprintf(env.Log, "\r  train %-34s step %d/%d loss %.4f lr %.2e%s %.0f tok/s ETA %s   ", short(info.key),
+		live.Update("  train %-34s step %d/%d loss %.4f lr %.2e%s %.0f tok/s ETA %s   ", short(info.key),
 			row.Step, cfg.Steps, row.Loss, row.LR, dens, tps, (time.Duration(etaS) * time.Second).Round(time.Second))
 		if (cfg.CkptEvery > 0 && row.Step%int64(cfg.CkptEvery) == 0) || row.Step == int64(cfg.Steps) {
 			if err := tr.Save(ckdir, 2); err != nil {
@@ -124,7 +125,7 @@ func trainLM(ctx context.Context, backend compute.Backend, rc RunConfig, info ru
 			}
 		}
 	}
-	fmt.Fprintln(env.Log)
+	live.End()
 	if err := saveFinal(ckdir, rc.Model, tr.Params); err != nil {
 		return nil, nil, err
 	}

@@ -60,6 +60,9 @@ type cancelAfter struct {
 	cancel func()
 }
 
+// EveryUpdate: the test acts on a given step's progress line, so it takes every update (experiments.EveryUpdate).
+func (c *cancelAfter) EveryUpdate() bool { return true }
+
 func (c *cancelAfter) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -331,6 +331,7 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 		total += len(t.samples)
 	}
 	done := 0
+	live := newLiveLine(env.Log)
 	for ti, t := range tasks {
 		var lines bytes.Buffer
 		for si, s := range t.samples {
@@ -354,7 +355,7 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 			writePredLine(&lines, rec)
 			all = append(all, rec)
 			done++
-			fmt.Fprintf(env.Log, "\r  longbench %-24s %d/%d %s %d/%d: %d+%d tokens, kv %.3f, %.1fs   ", short(info.key), done, total,
+			live.Update("  longbench %-24s %d/%d %s %d/%d: %d+%d tokens, kv %.3f, %.1fs   ", short(info.key), done, total,
 				t.name, si+1, len(t.samples), rec.TokensIn, rec.TokensOut, rec.KVFraction, rec.Seconds)
 		}
 		path := filepath.Join(pdir, t.name+".jsonl")
@@ -362,7 +363,7 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 			return err
 		}
 	}
-	fmt.Fprintln(env.Log)
+	live.End()
 
 	res, err := longbench.EvalDir(pdir, false)
 	if err != nil {
