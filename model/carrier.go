@@ -35,9 +35,11 @@ var useFusedMasked = func(cfg Config) bool {
 		os.Getenv("NATSBENCH_MASKED_ATTENTION") != "materialized"
 }
 
-// fusedMaskedAttention is attention of q `[b,h,s,hd]` over k, v `[b,kv,s,hd]` under the structured mask of mo,
-// giving `[b,h,s,hd]`.
-func fusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
+// FusedMaskedAttention is attention of q `[b,h,s,hd]` over k, v `[b,kv,s,hd]` under the structured mask of mo
+// (mo.Hard must be set; it is the whole forward mask, causality is added), giving `[b,h,s,hd]` in q's dtype: the
+// fused kernel with Hard as an additive bias, plus the custom VJP of the carrier terms (see above). Query head h uses
+// KV head h / (h_total/kv). Used by Forward, and by package llama for its fine-tuning path.
+func FusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 	dims := q.Shape().Dimensions
 	b, h, s := dims[0], dims[1], dims[2]
 	kv := k.Shape().Dimensions[1]

@@ -148,7 +148,7 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 		}
 		var att *Node
 		if mo.Mask == nil && mo.Hard != nil && useFusedMasked(cfg) {
-			att = fusedMaskedAttention(q, k, v, mo) // [b,h,s,hd]
+			att = FusedMaskedAttention(q, k, v, mo) // [b,h,s,hd]
 		} else if mo.Mask == nil && mo.Hard == nil && cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" {
 			// Full causal attention in bf16: GoMLX's fused attention (cuDNN flash attention forward and backward on
 			// CUDA; the decomposed form elsewhere).
