@@ -40,8 +40,17 @@ func (w Weights) Get(name string) *Node {
 type Options struct {
 	// Mask, when not nil, is called for every layer with the layer's normed input `[batch, seq, hidden]` and may
 	// return a multiplicative attention mask `[batch, kv_heads, seq, seq]` (forward values 0/1; it may carry
-	// gradients, NATS-SPEC.md §1.4) applied on top of causality and the sliding window; nil means none.
+	// gradients, NATS-SPEC.md §1.4) applied on top of causality and the sliding window; nil means none. Such a
+	// mask always takes the materialised path.
 	Mask func(layer int, normed *Node) *Node
+	// MaskOut, when not nil (and Mask is nil), is called for every layer with the layer's normed input and returns
+	// the layer's mask as a model.Masker gives it (the NAtS masker: Hard plus carrier Terms in training), applied on
+	// top of causality and the sliding window. Its structured form runs on the fused path where Attention selects
+	// it, else it is materialised (MaskOut.Materialize). Its Aux, Density and Roles are the caller's to collect.
+	MaskOut func(layer int, normed *Node) model.MaskOut
+	// Attention picks the attention implementation (AttentionPath; the zero value is AttentionAuto: fused in bf16,
+	// materialised in float32).
+	Attention AttentionPath
 	// SkipLogits leaves Output.Logits nil (use LMHead on selected rows of Output.Hidden instead).
 	SkipLogits bool
 	// Probs, when not nil, is called for every layer with the attention probabilities `[batch, kv_heads, rep,
@@ -165,8 +174,12 @@ func attention(q, k, v, allowed, mask *Node) (out, probs *Node) {
 	return Einsum("bgrqk,bgkd->bgrqd", ConvertDType(p, v.DType()), v), p
 }
 
-// Forward runs the LM over tokens `[batch, seq]` (int32), positions 0..seq-1.
+// Forward runs the LM over tokens `[batch, seq]` (int32), positions 0..seq-1. Setting both Options.Mask and
+// Options.MaskOut panics.
 func Forward(c Config, w Weights, tokens *Node, opt Options) Output {
+	if opt.Mask != nil && opt.MaskOut != nil {
+		panic(fmt.Errorf("llama.Forward: Options.Mask and Options.MaskOut are both set"))
+	}
 	g := tokens.Graph()
 	dims := tokens.Shape().Dimensions
 	b, s := dims[0], dims[1]
@@ -184,13 +197,22 @@ func Forward(c Config, w Weights, tokens *Node, opt Options) Output {
 		v := Transpose(Reshape(Linear(xn, w.Get(p+NameV)), b, s, kv, hd), 1, 2)
 		q, k = ApplyRope(q, cos, sin, c.RopeLayout), ApplyRope(k, cos, sin, c.RopeLayout)
 		out.K, out.V = append(out.K, k), append(out.V, v)
-		var mask *Node
-		if opt.Mask != nil {
-			mask = opt.Mask(l, xn)
+		var mo model.MaskOut
+		switch {
+		case opt.Mask != nil:
+			mo.Mask = opt.Mask(l, xn)
+		case opt.MaskOut != nil:
+			mo = opt.MaskOut(l, xn)
 		}
-		att, probs := attention(Reshape(q, b, kv, rep, s, hd), k, v, allowed, mask) // [b, kv, rep, s, hd]
-		if opt.Probs != nil {
-			opt.Probs(l, probs)
+		var att *Node
+		if opt.fused(mo, q.DType()) {
+			att = fusedAttention(c, q, k, v, mo, allowed) // [b, h, s, hd]
+		} else {
+			var probs *Node
+			att, probs = attention(Reshape(q, b, kv, rep, s, hd), k, v, allowed, mo.Materialize()) // [b, kv, rep, s, hd]
+			if opt.Probs != nil {
+				opt.Probs(l, probs)
+			}
 		}
 		att = Reshape(Transpose(Reshape(att, b, h, s, hd), 1, 2), b, s, h*hd)
 		x = Add(x, Linear(att, w.Get(p+NameO)))
