@@ -67,6 +67,7 @@ type Trainer struct {
 	Seed    uint64
 
 	backend compute.Backend
+	attn    llama.AttentionPath // teacher's and student's attention; zero: fused in bf16, materialised in float32
 	m, v    []*tensors.Tensor
 	exec    *Exec
 	predict map[string]*Exec // Predict's graphs by policy
@@ -106,6 +107,40 @@ func New(backend compute.Backend, base *llama.Model, masker *nats.Masker, cfg Co
 	return t, nil
 }
 
+// objective builds the step's loss: the distillation MSE of the student's final hidden states against the
+// teacher's on the labelled tokens (labels `[1, S]` float32), the λ sparsity term aux and the mean mask density, from
+// the frozen weights w, the scorers sc (one per layer), tokens `[1, S]` and the RNG state (Gumbel noise). Teacher
+// and student run with attention path t.attn: in bf16 the fused kernel (no [s, s] tensor kept between the passes;
+// the student's carrier gradient comes from model.FusedMaskedAttention's VJP), in float32 the materialised mask.
+func (t *Trainer) objective(w llama.Weights, sc []*Node, tokens, labels, rng *Node) (loss, aux, dens *Node) {
+	c := t.Base.Config
+	teacher := StopGradient(llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Attention: t.attn}).Hidden)
+	mc := maskerConfig(c)
+	aux = ScalarZero(tokens.Graph(), dtypes.Float32)
+	dens = ScalarZero(tokens.Graph(), dtypes.Float32)
+	uniform := func(dims []int) *Node {
+		var u *Node
+		rng, u = RandomUniform(rng, shapes.Make(dtypes.Float32, dims...))
+		return u
+	}
+	student := llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Attention: t.attn,
+		MaskOut: func(l int, normed *Node) model.MaskOut {
+			scorer := ConvertDType(sc[l], normed.DType())
+			out := t.Masker.Mask(&model.AttnSite{Cfg: mc, Layer: l, Normed: normed, Training: true, Uniform: uniform,
+				Param: func(string) *Node { return scorer }})
+			if out.Aux != nil {
+				aux = Add(aux, out.Aux)
+			}
+			dens = Add(dens, out.Density)
+			return out
+		}}).Hidden
+	diff := Sub(ConvertDType(student, dtypes.Float32), ConvertDType(teacher, dtypes.Float32))
+	perTok := ReduceMean(Square(diff), -1) // [1, S]
+	nLab := Max(ReduceAllSum(labels), ScalarOne(tokens.Graph(), dtypes.Float32))
+	loss = Div(ReduceAllSum(Mul(perTok, labels)), nLab)
+	return loss, aux, DivScalar(dens, float64(c.NumLayers))
+}
+
 // graph builds one step. in: base weights (nb), scorers (ns), m (ns), v (ns), tokens [1,S], labels [1,S] f32,
 // rng, lr, step.
 func (t *Trainer) graph(in []*Node) []*Node {
@@ -117,29 +152,7 @@ func (t *Trainer) graph(in []*Node) []*Node {
 		base[i] = StopGradient(base[i]) // frozen
 	}
 	w := llama.WeightsFrom(c, t.Base.Params.Specs, base)
-	teacher := StopGradient(llama.Forward(c, w, tokens, llama.Options{SkipLogits: true}).Hidden)
-	mc := maskerConfig(c)
-	aux := ScalarZero(tokens.Graph(), dtypes.Float32)
-	dens := ScalarZero(tokens.Graph(), dtypes.Float32)
-	uniform := func(dims []int) *Node {
-		var u *Node
-		rng, u = RandomUniform(rng, shapes.Make(dtypes.Float32, dims...))
-		return u
-	}
-	student := llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Mask: func(l int, normed *Node) *Node {
-		scorer := ConvertDType(sc[l], normed.DType())
-		out := t.Masker.Mask(&model.AttnSite{Cfg: mc, Layer: l, Normed: normed, Training: true, Uniform: uniform,
-			Param: func(string) *Node { return scorer }})
-		if out.Aux != nil {
-			aux = Add(aux, out.Aux)
-		}
-		dens = Add(dens, out.Density)
-		return out.Materialize()
-	}}).Hidden
-	diff := Sub(ConvertDType(student, dtypes.Float32), ConvertDType(teacher, dtypes.Float32))
-	perTok := ReduceMean(Square(diff), -1) // [1, S]
-	nLab := Max(ReduceAllSum(labels), ScalarOne(tokens.Graph(), dtypes.Float32))
-	loss := Div(ReduceAllSum(Mul(perTok, labels)), nLab)
+	loss, aux, dens := t.objective(w, sc, tokens, labels, rng)
 	grads := Gradient(Add(loss, aux), sc...)
 	b1, b2 := t.Cfg.Beta1, t.Cfg.Beta2
 	bc1 := OneMinus(Pow(Scalar(tokens.Graph(), dtypes.Float32, b1), step))
@@ -153,7 +166,7 @@ func (t *Trainer) graph(in []*Node) []*Node {
 		np, nm, nv = append(np, p), append(nm, m), append(nv, v)
 	}
 	out := append(append(append([]*Node{}, np...), nm...), nv...)
-	return append(out, loss, aux, DivScalar(dens, float64(c.NumLayers)))
+	return append(out, loss, aux, dens)
 }
 
 // TrainStep runs one step on one sequence: tokens `[seq]` and labels `[seq]` (1 on answer tokens whose final
