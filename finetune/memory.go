@@ -17,7 +17,10 @@ type Memory struct {
 	Layer       int64 // one layer's activations, re-materialised during its backward when checkpointing
 	LayerGrad   int64 // one layer's activation gradients during its backward (same shapes as Layer)
 	AttnTerm    int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
-	Total       int64
+	// AttnPeak is, on the fused path, the s² tensors that exist at once during one layer's backward pass (see
+	// MemoryOptions.Fused); 0 on the materialised path, whose s² tensors are in Layer and LayerGrad.
+	AttnPeak int64
+	Total    int64
 }
 
 // MemoryOptions sets what is counted.
@@ -26,6 +29,15 @@ type MemoryOptions struct {
 	ParamBytes   int  // bytes per stored weight: 4 (llama/ holds float32 and casts in the graph) or 2 (bf16)
 	ComputeBytes int  // bytes per activation element: 2 (bf16) or 4 (float32)
 	Checkpoint   bool // gradient checkpointing per layer: keep only layer inputs, recompute a layer in its backward
+	// Fused counts the fused attention path (llama.AttentionPath; what finetune runs in bf16) instead of the
+	// materialised one: nothing of size seq² is kept between the passes, and one layer's backward holds, at its peak,
+	// the carrier's scores S and dP = dO·vᵀ (float32 `[heads, seq, seq]` each, model/carrier.go carrierParts),
+	// ∂L/∂M summed over the query heads (bf16 `[kv_heads, seq, seq]`: the default bf16dm formulation) and the
+	// additive bias of the hard mask that the fused kernel's backward reads (compute dtype `[heads, seq, seq]`).
+	// Assumed, as XLA fusion normally does: exp(S − m), the products before the sums over queries, the Bool hard
+	// mask and carrier regions (elementwise in iota and per-key vectors) are computed inside their consumers and
+	// never written, and the teacher's and the forward pass's transient bias is freed before the backward.
+	Fused bool
 }
 
 // Per-layer `[heads, seq, seq]` float32 tensors of the student's masked attention kept for backward: scores and
@@ -34,6 +46,13 @@ type MemoryOptions struct {
 const (
 	queryHeadTerms = 2
 	kvHeadTerms    = 5
+)
+
+// Fused path, one layer's backward peak (MemoryOptions.Fused): S and dP float32 per query head, ∂L/∂M bf16 per KV
+// head, the bias in the compute dtype per query head.
+const (
+	fusedQueryHeadF32 = 2
+	fusedDMBytes      = 2
 )
 
 // EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments
@@ -60,6 +79,10 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	}
 	m.AttnTerm = nh * s * s * 4
 	attn := queryHeadTerms*m.AttnTerm + kvHeadTerms*nkv*s*s*4
+	if o.Fused {
+		attn = 0
+		m.AttnPeak = fusedQueryHeadF32*m.AttnTerm + nkv*s*s*fusedDMBytes + nh*s*s*cb
+	}
 	// Linear activations of one layer: input, normed, q, k, v, attention output, residual, normed, gate, up,
 	// silu(gate)·up, MLP output.
 	linear := s * (h + h + nh*hd + 2*nkv*hd + nh*hd + h + h + 3*in + h)
@@ -68,10 +91,10 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	final := 3 * s * h * cb // teacher and student final hidden states and their difference
 	if o.Checkpoint {
 		m.Kept = L*s*h*cb + final
-		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Layer + m.LayerGrad
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Layer + m.LayerGrad + m.AttnPeak
 	} else {
 		m.Kept = L*m.Layer + final
-		m.Total = m.Weights + m.WeightsCast + m.Kept + m.LayerGrad
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.LayerGrad + m.AttnPeak
 	}
 	return m
 }
@@ -80,8 +103,12 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 func (m Memory) String() string {
 	g := func(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s + one layer %s + its gradients %s = %s (estimate; one [heads,seq,seq] f32 term is %s)",
-		g(m.Weights), g(m.WeightsCast), g(m.Kept), g(m.Layer), g(m.LayerGrad), g(m.Total), g(m.AttnTerm))
+	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s + one layer %s + its gradients %s", g(m.Weights),
+		g(m.WeightsCast), g(m.Kept), g(m.Layer), g(m.LayerGrad))
+	if m.AttnPeak > 0 {
+		fmt.Fprintf(&sb, " + fused attention backward peak %s", g(m.AttnPeak))
+	}
+	fmt.Fprintf(&sb, " = %s (estimate; one [heads,seq,seq] f32 term is %s)", g(m.Total), g(m.AttnTerm))
 	return sb.String()
 }
 
