@@ -7,6 +7,8 @@ import (
 	"math"
 	"os"
 	"strings"
+
+	"github.com/gomlx/compute/dtypes"
 )
 
 // RopeLayout says which pairs of a head's dimensions RoPE rotates together.
@@ -60,7 +62,8 @@ type Config struct {
 	EOS              []int        // eos_token_id (one or several)
 	TorchDType       string       // torch_dtype / dtype of the checkpoint ("bfloat16", "float32", ...), informational
 	// DType is the compute dtype of the GoMLX graph: "float32" (default; use it on CPU) or "bfloat16". Parameters
-	// are always held as float32 and cast in the graph; RMSNorm, attention scores and softmax stay in float32.
+	// are held as float32 (Model.Params) and cast in the graph, unless the caller holds them in the compute dtype
+	// (HoldWeights); RMSNorm, attention scores and softmax stay in float32.
 	DType string
 }
 
@@ -245,6 +248,14 @@ func (c Config) KVDim() int { return c.NumKVHeads * c.HeadDim }
 
 // QDim returns NumHeads·HeadDim, the width of the Q projection.
 func (c Config) QDim() int { return c.NumHeads * c.HeadDim }
+
+// ComputeDType is DType as a GoMLX dtype: BFloat16 for "bfloat16", else Float32.
+func (c Config) ComputeDType() dtypes.DType {
+	if c.DType == "bfloat16" {
+		return dtypes.BFloat16
+	}
+	return dtypes.Float32
+}
 
 // IsEOS reports whether token is one of the end-of-sequence ids.
 func (c Config) IsEOS(token int) bool {

@@ -17,7 +17,10 @@
 // structured mask, with the sliding window folded into the bias, the hard mask and the carrier regions. DecodeStep is one cached decoding step. Runner executes on a
 // backend: Forward (logits), Generate (greedy, prefill + KV cache) and GenerateNoCache (repeated full forwards).
 // Parameters stay float32 on the host; Config.DType "bfloat16" casts them in the graph (scores, softmax and
-// RMSNorm stay float32).
+// RMSNorm stay float32), unless the caller holds them in bf16 (HoldWeights: rounded once on the host, so the device
+// holds no float32 copy; NewRandomOnDevice generates random ones on the device for memory probes). Options.Checkpoint
+// turns on per-layer gradient checkpointing (GoMLX's Node.Checkpoint: a layer is recomputed from its kept input in
+// the backward pass).
 //
 // # Formats
 //
@@ -55,7 +58,9 @@
 //     (≤ 4e-7), and Generate matches its greedy decoding. Options.Mask: all ones changes nothing, the diagonal
 //     equals sliding_window 1. The fused path's hidden states equal the materialised path's (float32: ≤ 2.4e-7; bf16:
 //     one bf16 step) with and without a hard mask, Llama and Mistral (fused_test.go); finetune's tests compare its
-//     gradients.
+//     gradients. With Options.Checkpoint the loss and the gradients of every weight and of a mask input are
+//     bit-identical to those without, on the materialised and the fused path (checkpoint_test.go); bf16-held weights
+//     give bit-identical logits to float32 weights cast in the graph (held_test.go).
 //   - HF transformers' own logits: testdata/hf-tiny (tiny random Llama with llama3 scaling, GQA, untied; f32 and a
 //     bf16 sharded copy; made by scripts/make_hf_tiny.py) and testdata/hf-tiny-mistral (sliding_window 5, tied,
 //     made by testdata/gen/make_refs.py), both saved by transformers 5.17.0 on the GPU machine: max |Δlogit| 3e-8 to

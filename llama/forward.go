@@ -14,13 +14,16 @@ import (
 // Weights maps parameter names (Specs) to graph nodes in the compute dtype.
 type Weights map[string]*Node
 
-// WeightsFrom pairs specs with graph inputs (in spec order), casting them to the config's compute dtype.
+// WeightsFrom pairs specs with graph inputs (in spec order), casting to the config's compute dtype the inputs held
+// in another dtype (float32 weights under bf16 compute: a cast copy of every weight in the graph); inputs already in
+// the compute dtype (HoldWeights) are used as they are.
 func WeightsFrom(c Config, specs []model.Spec, inputs []*Node) Weights {
+	dt := c.ComputeDType()
 	w := Weights{}
 	for i, s := range specs {
 		x := inputs[i]
-		if c.DType == "bfloat16" {
-			x = ConvertDType(x, dtypes.BFloat16)
+		if x.DType() != dt {
+			x = ConvertDType(x, dt)
 		}
 		w[s.Name] = x
 	}
@@ -56,6 +59,15 @@ type Options struct {
 	// Probs, when not nil, is called for every layer with the attention probabilities `[batch, kv_heads, rep,
 	// seq, seq]` (float32; rep query heads per KV head), after the mask, causality and the sliding window.
 	Probs func(layer int, p *Node)
+	// Checkpoint turns on per-layer gradient checkpointing (GoMLX's Node.Checkpoint): only every layer's input
+	// `[batch, seq, hidden]` is kept for the backward pass, and a layer's activations are recomputed from it when
+	// the backward pass reaches that layer, instead of all layers' activations being kept. Forward values and
+	// gradients are the same (the recomputation repeats the same operations on the same inputs); the backward pass
+	// costs one more forward pass of the layers. It matters only where a gradient is taken through Forward (the
+	// fine-tuning student). What a custom gradient captures is kept regardless: on the fused masked path the
+	// carrier's VJP (model.FusedMaskedAttention) holds the layer's q, k, v and attention output from the forward
+	// pass (finetune.EstimateMemory counts them).
+	Checkpoint bool
 }
 
 // Output of Forward.
@@ -190,6 +202,9 @@ func Forward(c Config, w Weights, tokens *Node, opt Options) Output {
 	allowed := AllowedMask(g, c, s)
 	var out Output
 	for l := 0; l < c.NumLayers; l++ {
+		if opt.Checkpoint {
+			x = x.Checkpoint() // kept; everything computed from it up to the next layer's input is recomputed
+		}
 		p := LayerPrefix(l)
 		xn := RMSNorm(x, w.Get(p+NameAttnIn), c.RMSNormEps)
 		q := Transpose(Reshape(Linear(xn, w.Get(p+NameQ)), b, s, h, hd), 1, 2)  // [b, h, s, hd]
@@ -218,6 +233,9 @@ func Forward(c Config, w Weights, tokens *Node, opt Options) Output {
 		x = Add(x, Linear(att, w.Get(p+NameO)))
 		xn2 := RMSNorm(x, w.Get(p+NameMLPIn), c.RMSNormEps)
 		x = Add(x, SwiGLU(xn2, w.Get(p+NameGate), w.Get(p+NameUp), w.Get(p+NameDown)))
+	}
+	if opt.Checkpoint {
+		x = x.StopCheckpoint() // the last layer's output is kept; what follows is not recomputed
 	}
 	out.Hidden = RMSNorm(x, w.Get(NameNorm), c.RMSNormEps)
 	if !opt.SkipLogits {
