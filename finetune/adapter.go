@@ -73,7 +73,7 @@ func LoadAdapter(path string, base *llama.Model) (*nats.Masker, *Trainer, error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	t := &Trainer{Cfg: DefaultConfig(), Base: base, Masker: m}
+	t := &Trainer{Cfg: DefaultConfig(), Base: base, Masker: m, weights: base.Params.Values}
 	t.Scorers = emptyScorers(base.Config, m)
 	for i, s := range t.Scorers.Specs {
 		data, dims, err := f.ReadFloat32(s.Name)

@@ -50,8 +50,8 @@ func (t *Trainer) Predict(p Policy, tokens []int32, n int) (Prediction, error) {
 		}
 		t.predict[key] = ex
 	}
-	args := make([]any, 0, len(t.Base.Params.Values)+len(t.Scorers.Values)+2)
-	for _, v := range t.Base.Params.Values {
+	args := make([]any, 0, len(t.weights)+len(t.Scorers.Values)+2)
+	for _, v := range t.weights {
 		args = append(args, v)
 	}
 	for _, v := range t.Scorers.Values {

@@ -8,6 +8,11 @@
 // never passes its configured 0.1); no gradient clipping (the official trainer ignores grad_clip); the scorer
 // starts from PyTorch's default Linear initialisation in distribution (uniform ±1/√d has variance 1/(3d): we draw
 // normal with that variance).
+//
+// Memory (memory.go, cmd/memest): the frozen weights are held on the device in Config.WeightsDType (default: the
+// compute dtype, cast once in New, so no cast copy exists), and Config.Checkpoint recomputes each student layer in
+// the backward pass instead of keeping its activations (same numbers; checkpoint_test.go, held_test.go). Probe runs
+// one real step of a random-weight model of a given architecture and reports the device memory it used.
 package finetune
 
 import (
@@ -26,13 +31,22 @@ import (
 	"natsbench/nats"
 )
 
-// Config is a sweep's [finetune] table.
+// Config holds the trainer's settings (the finetune kind fills it from its [finetune] table).
 type Config struct {
 	Steps       int     `toml:"steps"`        // optimizer steps (T); the paper's runs: 7000
 	LR          float64 `toml:"lr"`           // peak learning rate (2e-3)
 	Beta1       float64 `toml:"beta1"`        // 0.9
 	Beta2       float64 `toml:"beta2"`        // 0.95
 	WeightDecay float64 `toml:"weight_decay"` // 0.01 (PyTorch's default, see the package doc)
+	// Checkpoint turns on per-layer gradient checkpointing of the student's forward pass (llama.Options.Checkpoint):
+	// the backward pass recomputes each layer from its kept input instead of keeping every layer's activations.
+	// Same loss and gradients; about one more student forward pass per step. Default false.
+	Checkpoint bool `toml:"checkpoint"`
+	// WeightsDType is the dtype the frozen base weights are held in on the device (llama.HoldWeights, cast once in
+	// New): "float32" or "bfloat16"; "" means the base model's compute dtype (llama.Config.DType), so that no cast
+	// copy exists. Holding bfloat16 weights for float32 compute is refused (the graph would cast them back: a float32
+	// copy of rounded weights).
+	WeightsDType string `toml:"weights_dtype"`
 }
 
 // DefaultConfig returns the official fine-tuning settings (NATS-SPEC.md §3.4).
@@ -68,6 +82,7 @@ type Trainer struct {
 
 	backend compute.Backend
 	attn    llama.AttentionPath // teacher's and student's attention; zero: fused in bf16, materialised in float32
+	weights []*tensors.Tensor   // the frozen base weights as the graphs receive them (Cfg.WeightsDType; Specs order)
 	m, v    []*tensors.Tensor
 	exec    *Exec
 	predict map[string]*Exec // Predict's graphs by policy
@@ -93,13 +108,45 @@ func ScorerSpecs(c llama.Config, m *nats.Masker) []model.Spec {
 	return specs
 }
 
-// New returns a trainer with freshly initialised scorers (deterministic from seed).
+// ResolveWeightsDType returns the dtype the base weights are held in: weights ("float32", "bfloat16", or "" for
+// the compute dtype) for a model computing in compute (llama.Config.DType: "float32", "bfloat16", or "" for
+// float32). bfloat16 weights under float32 compute are an error naming finetune.weights_dtype.
+func ResolveWeightsDType(weights, compute string) (string, error) {
+	if compute == "" {
+		compute = "float32"
+	}
+	switch weights {
+	case "":
+		return compute, nil
+	case "float32":
+		return weights, nil
+	case "bfloat16":
+		if compute != "bfloat16" {
+			return "", fmt.Errorf("finetune.weights_dtype = %q with compute dtype %q: the graph would cast the rounded weights back to float32 (a float32 copy); hold float32 weights or compute in bfloat16", weights, compute)
+		}
+		return weights, nil
+	}
+	return "", fmt.Errorf("finetune.weights_dtype = %q: want \"float32\" or \"bfloat16\" (or empty: the compute dtype)", weights)
+}
+
+// New returns a trainer with freshly initialised scorers (deterministic from seed). The base weights are held in
+// cfg.WeightsDType from here on (llama.HoldWeights: cast once, on the host).
 func New(backend compute.Backend, base *llama.Model, masker *nats.Masker, cfg Config, seed uint64) (*Trainer, error) {
 	if cfg.Steps <= 0 || cfg.LR <= 0 {
 		return nil, fmt.Errorf("finetune.steps = %d, finetune.lr = %g: must be positive", cfg.Steps, cfg.LR)
 	}
+	wdt, err := ResolveWeightsDType(cfg.WeightsDType, base.Config.DType)
+	if err != nil {
+		return nil, err
+	}
+	weights, err := llama.HoldWeights(base, wdt)
+	if err != nil {
+		return nil, err
+	}
+	cfg.WeightsDType = wdt
 	specs := ScorerSpecs(base.Config, masker)
-	t := &Trainer{Cfg: cfg, Base: base, Masker: masker, Scorers: model.NewParams(specs, seed), Seed: seed, backend: backend}
+	t := &Trainer{Cfg: cfg, Base: base, Masker: masker, Scorers: model.NewParams(specs, seed), Seed: seed, backend: backend,
+		weights: weights}
 	for _, s := range specs {
 		t.m = append(t.m, tensors.FromFlatDataAndDimensions(make([]float32, s.Size()), s.Dims...))
 		t.v = append(t.v, tensors.FromFlatDataAndDimensions(make([]float32, s.Size()), s.Dims...))
@@ -112,6 +159,7 @@ func New(backend compute.Backend, base *llama.Model, masker *nats.Masker, cfg Co
 // the frozen weights w, the scorers sc (one per layer), tokens `[1, S]` and the RNG state (Gumbel noise). Teacher
 // and student run with attention path t.attn: in bf16 the fused kernel (no [s, s] tensor kept between the passes;
 // the student's carrier gradient comes from model.FusedMaskedAttention's VJP), in float32 the materialised mask.
+// With t.Cfg.Checkpoint the student's layers are recomputed in the backward pass (the teacher has no backward).
 func (t *Trainer) objective(w llama.Weights, sc []*Node, tokens, labels, rng *Node) (loss, aux, dens *Node) {
 	c := t.Base.Config
 	teacher := StopGradient(llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Attention: t.attn}).Hidden)
@@ -123,7 +171,7 @@ func (t *Trainer) objective(w llama.Weights, sc []*Node, tokens, labels, rng *No
 		rng, u = RandomUniform(rng, shapes.Make(dtypes.Float32, dims...))
 		return u
 	}
-	student := llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Attention: t.attn,
+	student := llama.Forward(c, w, tokens, llama.Options{SkipLogits: true, Attention: t.attn, Checkpoint: t.Cfg.Checkpoint,
 		MaskOut: func(l int, normed *Node) model.MaskOut {
 			scorer := ConvertDType(sc[l], normed.DType())
 			out := t.Masker.Mask(&model.AttnSite{Cfg: mc, Layer: l, Normed: normed, Training: true, Uniform: uniform,
@@ -188,8 +236,8 @@ func (t *Trainer) TrainStep(tokens []int32, labels []float32) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	args := make([]any, 0, len(t.Base.Params.Values)+3*ns+5)
-	for _, v := range t.Base.Params.Values {
+	args := make([]any, 0, len(t.weights)+3*ns+5)
+	for _, v := range t.weights {
 		args = append(args, v)
 	}
 	for _, group := range [][]*tensors.Tensor{t.Scorers.Values, t.m, t.v} {

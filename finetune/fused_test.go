@@ -34,7 +34,7 @@ func studentStep(t *testing.T, tr *Trainer, p llama.AttentionPath, toks []int32,
 		t.Fatal(err)
 	}
 	args := []any{}
-	for _, v := range tr.Base.Params.Values {
+	for _, v := range tr.weights {
 		args = append(args, v)
 	}
 	for _, v := range tr.Scorers.Values {
@@ -54,6 +54,33 @@ func studentStep(t *testing.T, tr *Trainer, p llama.AttentionPath, toks []int32,
 		grads = append(grads, tensors.MustCopyFlatData[float32](g))
 	}
 	return scalar(out[0]), scalar(out[1]), grads
+}
+
+// smallLlama is a float32 grouped-query Llama for gradient tests (4 query heads over 2 KV heads, 2 layers).
+func smallLlama() llama.Config {
+	return llama.Config{Architecture: "LlamaForCausalLM", HiddenSize: 32, IntermediateSize: 48, NumLayers: 2,
+		NumHeads: 4, NumKVHeads: 2, HeadDim: 8, RMSNormEps: 1e-5, RopeTheta: 10000, MaxPositions: 64, VocabSize: 40,
+		BOS: 1, EOS: []int{2}, DType: "float32"}
+}
+
+// smallMistral is a float32 Mistral with a sliding window of 5 (shorter than smallSample's 20 tokens).
+func smallMistral() llama.Config {
+	return llama.Config{Architecture: "MistralForCausalLM", HiddenSize: 24, IntermediateSize: 40, NumLayers: 2,
+		NumHeads: 3, NumKVHeads: 1, HeadDim: 10, RMSNormEps: 1e-6, RopeTheta: 1e6, MaxPositions: 64, VocabSize: 37,
+		TieEmbeddings: true, SlidingWindow: 5, BOS: 1, EOS: []int{2}, DType: "float32"}
+}
+
+// smallSample is 20 tokens with labels on the second half.
+func smallSample() ([]int32, []float32) {
+	const s = 20
+	toks, lab := make([]int32, s), make([]float32, s)
+	for i := range toks {
+		toks[i] = int32((i*13 + 5) % 37)
+		if i >= s/2 {
+			lab[i] = 1
+		}
+	}
+	return toks, lab
 }
 
 // fusedTestTrainer returns a trainer over a random base model of config c (q/k projections scaled up so that
@@ -104,20 +131,8 @@ func fusedTestTrainer(t *testing.T, c llama.Config, nc nats.Config) *Trainer {
 // (NATSBENCH_DIAG=nocarrier) moves the scorer gradients by O(1) of their scale, far beyond both bounds: checked here
 // so the comparison cannot pass vacuously.
 func TestFusedStudentMatchesMaterialized(t *testing.T) {
-	llamaCfg := llama.Config{Architecture: "LlamaForCausalLM", HiddenSize: 32, IntermediateSize: 48, NumLayers: 2,
-		NumHeads: 4, NumKVHeads: 2, HeadDim: 8, RMSNormEps: 1e-5, RopeTheta: 10000, MaxPositions: 64, VocabSize: 40,
-		BOS: 1, EOS: []int{2}, DType: "float32"}
-	mistralCfg := llama.Config{Architecture: "MistralForCausalLM", HiddenSize: 24, IntermediateSize: 40, NumLayers: 2,
-		NumHeads: 3, NumKVHeads: 1, HeadDim: 10, RMSNormEps: 1e-6, RopeTheta: 1e6, MaxPositions: 64, VocabSize: 37,
-		TieEmbeddings: true, SlidingWindow: 5, BOS: 1, EOS: []int{2}, DType: "float32"}
-	const s = 20
-	toks, lab := make([]int32, s), make([]float32, s)
-	for i := range toks {
-		toks[i] = int32((i*13 + 5) % 37)
-		if i >= s/2 {
-			lab[i] = 1
-		}
-	}
+	llamaCfg, mistralCfg := smallLlama(), smallMistral()
+	toks, lab := smallSample()
 	for _, tc := range []struct {
 		name string
 		c    llama.Config
@@ -187,17 +202,9 @@ func TestFusedStudentMatchesMaterialized(t *testing.T) {
 // bounds are loose: loss within 1 %, scorer gradients within 5 % of their scale (measured: 0.12 % and 0.66 %). A
 // dropped carrier moves them by O(1).
 func TestFusedStudentBF16(t *testing.T) {
-	c := llama.Config{Architecture: "LlamaForCausalLM", HiddenSize: 32, IntermediateSize: 48, NumLayers: 2,
-		NumHeads: 4, NumKVHeads: 2, HeadDim: 8, RMSNormEps: 1e-5, RopeTheta: 10000, MaxPositions: 64, VocabSize: 40,
-		BOS: 1, EOS: []int{2}, DType: "bfloat16"}
-	const s = 20
-	toks, lab := make([]int32, s), make([]float32, s)
-	for i := range toks {
-		toks[i] = int32((i*13 + 5) % 37)
-		if i >= s/2 {
-			lab[i] = 1
-		}
-	}
+	c := smallLlama()
+	c.DType = "bfloat16"
+	toks, lab := smallSample()
 	tr := fusedTestTrainer(t, c, nats.Config{Lambda: 1e-3, Window: 3, Chunk: 1})
 	lm, _, gm := studentStep(t, tr, llama.AttentionMaterialized, toks, lab)
 	rel := func(g [][]float32) float64 {
