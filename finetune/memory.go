@@ -14,9 +14,13 @@ type Memory struct {
 	Weights     int64 // frozen base weights as held on the device
 	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
 	Kept        int64 // student activations kept for the backward pass (all layers, or only layer inputs when checkpointing)
-	Layer       int64 // one layer's activations, re-materialised during its backward when checkpointing
-	LayerGrad   int64 // one layer's activation gradients during its backward (same shapes as Layer)
-	AttnTerm    int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
+	// Captured is, with checkpointing on the fused path, what the carrier's custom VJP holds from the forward pass
+	// despite checkpointing: every layer's q, k, v and attention output (model.FusedMaskedAttention's gradient
+	// closure refers to those nodes, so they are not recomputed). 0 otherwise (without checkpointing they are in Kept).
+	Captured  int64
+	Layer     int64 // one layer's activations, re-materialised during its backward when checkpointing
+	LayerGrad int64 // one layer's activation gradients during its backward (same shapes as Layer)
+	AttnTerm  int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
 	// AttnPeak is, on the fused path, the s² tensors that exist at once during one layer's backward pass (see
 	// MemoryOptions.Fused); 0 on the materialised path, whose s² tensors are in Layer and LayerGrad.
 	AttnPeak int64
@@ -26,9 +30,9 @@ type Memory struct {
 // MemoryOptions sets what is counted.
 type MemoryOptions struct {
 	Seq          int  // tokens per sequence
-	ParamBytes   int  // bytes per stored weight: 4 (llama/ holds float32 and casts in the graph) or 2 (bf16)
+	ParamBytes   int  // bytes per weight held on the device: 4 (finetune.weights_dtype float32) or 2 (bfloat16)
 	ComputeBytes int  // bytes per activation element: 2 (bf16) or 4 (float32)
-	Checkpoint   bool // gradient checkpointing per layer: keep only layer inputs, recompute a layer in its backward
+	Checkpoint   bool // gradient checkpointing per layer (Config.Checkpoint): keep layer inputs, recompute a layer in its backward
 	// Fused counts the fused attention path (llama.AttentionPath; what finetune runs in bf16) instead of the
 	// materialised one: nothing of size seq² is kept between the passes, and one layer's backward holds, at its peak,
 	// the carrier's scores S and dP = dO·vᵀ (float32 `[heads, seq, seq]` each, model/carrier.go carrierParts),
@@ -91,7 +95,10 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	final := 3 * s * h * cb // teacher and student final hidden states and their difference
 	if o.Checkpoint {
 		m.Kept = L*s*h*cb + final
-		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Layer + m.LayerGrad + m.AttnPeak
+		if o.Fused {
+			m.Captured = L * s * (2*nh*hd + 2*nkv*hd) * cb
+		}
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Captured + m.Layer + m.LayerGrad + m.AttnPeak
 	} else {
 		m.Kept = L*m.Layer + final
 		m.Total = m.Weights + m.WeightsCast + m.Kept + m.LayerGrad + m.AttnPeak
@@ -99,12 +106,22 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	return m
 }
 
-// String prints the estimate in GiB.
+// String prints the estimate in GiB (MiB or KiB for totals below 1 GiB or 1 MiB).
 func (m Memory) String() string {
-	g := func(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
+	unit, name := float64(1<<30), "GiB"
+	switch {
+	case m.Total < 1<<20:
+		unit, name = 1<<10, "KiB"
+	case m.Total < 1<<30:
+		unit, name = 1<<20, "MiB"
+	}
+	g := func(b int64) string { return fmt.Sprintf("%.1f %s", float64(b)/unit, name) }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s + one layer %s + its gradients %s", g(m.Weights),
-		g(m.WeightsCast), g(m.Kept), g(m.Layer), g(m.LayerGrad))
+	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s", g(m.Weights), g(m.WeightsCast), g(m.Kept))
+	if m.Captured > 0 {
+		fmt.Fprintf(&sb, " + q,k,v,out held by the carrier's VJP %s", g(m.Captured))
+	}
+	fmt.Fprintf(&sb, " + one layer %s + its gradients %s", g(m.Layer), g(m.LayerGrad))
 	if m.AttnPeak > 0 {
 		fmt.Fprintf(&sb, " + fused attention backward peak %s", g(m.AttnPeak))
 	}
@@ -112,10 +129,12 @@ func (m Memory) String() string {
 	return sb.String()
 }
 
-// Llama3_8B is the architecture of Meta-Llama-3-8B(-Instruct) (config.json), for estimates without the weights.
+// Llama3_8B is the architecture of Meta-Llama-3-8B (its config.json; a valid llama.Config, compute dtype bfloat16),
+// for estimates and probes (Probe) without the weights.
 func Llama3_8B() llama.Config {
 	return llama.Config{Architecture: "LlamaForCausalLM", HiddenSize: 4096, IntermediateSize: 14336, NumLayers: 32,
-		NumHeads: 32, NumKVHeads: 8, HeadDim: 128, VocabSize: 128256, MaxPositions: 8192, RopeTheta: 500000}
+		NumHeads: 32, NumKVHeads: 8, HeadDim: 128, VocabSize: 128256, MaxPositions: 8192, RopeTheta: 500000,
+		RMSNormEps: 1e-5, BOS: 128000, EOS: []int{128001}, TorchDType: "bfloat16", DType: "bfloat16"}
 }
 
 // MaxSeq returns the longest sequence (a multiple of step) whose estimate fits in budget bytes, 0 if none.
