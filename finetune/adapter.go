@@ -18,8 +18,11 @@ import (
 )
 
 // Fingerprint identifies a base model: a SHA-256 of its architecture (the parsed config) — adapters refuse to
-// load onto another architecture.
+// load onto another architecture. The compute dtype (Config.DType) is not part of it: it is hashed as "float32", so
+// scorers trained in bfloat16 load onto the model loaded in float32, and fingerprints written before bf16 training
+// existed (always float32) are unchanged.
 func Fingerprint(c llama.Config) string {
+	c.DType = "float32"
 	b, _ := json.Marshal(c)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
@@ -99,6 +102,9 @@ func configDiff(recorded string, c llama.Config) string {
 	json.Unmarshal(cb, &b)
 	var diffs []string
 	for _, k := range slices.Sorted(maps.Keys(b)) {
+		if k == "DType" {
+			continue // not part of the fingerprint
+		}
 		if av, bv := fmt.Sprint(a[k]), fmt.Sprint(b[k]); av != bv {
 			diffs = append(diffs, fmt.Sprintf("%s %s (adapter) ≠ %s (model)", k, av, bv))
 		}

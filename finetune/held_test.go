@@ -121,3 +121,18 @@ func TestResolveWeightsDType(t *testing.T) {
 		}
 	}
 }
+
+// TestFingerprintIgnoresComputeDType: scorers trained with bf16 compute load onto the same model loaded in float32
+// (the fingerprint hashes the architecture, not the compute dtype), and a float32 fingerprint is what it was.
+func TestFingerprintIgnoresComputeDType(t *testing.T) {
+	c := smallLlama()
+	b := c
+	b.DType = "bfloat16"
+	if Fingerprint(c) != Fingerprint(b) {
+		t.Fatal("the compute dtype changes the fingerprint")
+	}
+	b.NumLayers++
+	if Fingerprint(c) == Fingerprint(b) {
+		t.Fatal("the number of layers does not change the fingerprint")
+	}
+}
