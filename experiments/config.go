@@ -151,7 +151,7 @@ func DefaultRunConfig() RunConfig {
 		Latency:   LatencyConfig{PromptLens: []int{1024}, BatchSize: 1, DecodeTokens: 64, Warmup: 1, Repeats: 3, PromptSource: "pg19:test"},
 		LongBench: LongBenchConfig{Data: "testdata/longbench", ChatTemplate: "none", PrefillChunk: 512},
 		Finetune: FinetuneConfig{Steps: 100, LR: 2e-3, SeqLen: 256, Words: 200, NumKeys: 2, KeyWords: 2, CkptEvery: 50,
-			LogEvery: 1, EvalSamples: 16, Sinks: 4},
+			LogEvery: 1, EvalSamples: 16, Sinks: 4, DType: "float32"},
 	}
 }
 

@@ -40,6 +40,17 @@ type FinetuneConfig struct {
 	LongBenchData string `toml:"longbench_data"`
 	// LongBenchRatio is the share of training samples drawn from longbench_data, in [0, 1] (default 0).
 	LongBenchRatio float64 `toml:"longbench_ratio"`
+	// DType is the compute dtype of the base model's graphs, training and passkey scoring: "float32" (default; the
+	// CPU configuration, materialised attention) or "bfloat16" (the GPU configuration: fused attention).
+	DType string `toml:"dtype"`
+	// WeightsDType is the dtype the frozen base weights are held in on the device: "float32" or "bfloat16"; ""
+	// (default) means finetune.dtype, so no cast copy of the weights exists (finetune.Config.WeightsDType).
+	// "bfloat16" with dtype "float32" is refused.
+	WeightsDType string `toml:"weights_dtype"`
+	// Checkpoint turns on per-layer gradient checkpointing of the student (default false): the same numbers, about
+	// one more student forward pass per step, one layer's activations kept instead of all. Llama-3-8B at 16k tokens
+	// on one H200 needs it (go run ./finetune/cmd/memest).
+	Checkpoint bool `toml:"checkpoint"`
 }
 
 func (f FinetuneConfig) validate(m MethodConfig) error {
@@ -58,8 +69,13 @@ func (f FinetuneConfig) validate(m MethodConfig) error {
 		return fmt.Errorf("finetune.longbench_ratio = %g: must lie in [0, 1]", f.LongBenchRatio)
 	case f.LongBenchRatio > 0 && f.LongBenchData == "":
 		return fmt.Errorf("finetune.longbench_ratio = %g needs finetune.longbench_data (a folder of <task>.jsonl)", f.LongBenchRatio)
+	case f.DType != "float32" && f.DType != "bfloat16":
+		return fmt.Errorf("finetune.dtype = %q: want \"float32\" or \"bfloat16\"", f.DType)
 	case m.Name != "nats":
 		return fmt.Errorf("method.name = %q: kind finetune trains NAtS scorers (method.name = \"nats\")", m.Name)
+	}
+	if _, err := finetune.ResolveWeightsDType(f.WeightsDType, f.DType); err != nil {
+		return err
 	}
 	for _, p := range []struct{ key, path string }{{"finetune.model", f.Model}, {"finetune.haystack", f.Haystack}, {"finetune.tokenizer", f.Tokenizer}, {"finetune.longbench_data", f.LongBenchData}} {
 		if p.path == "" {
@@ -199,6 +215,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 	if err != nil {
 		return err
 	}
+	base.Config.DType = f.DType
 	if f.SeqLen > base.Config.MaxPositions {
 		return fmt.Errorf("finetune.seq_len = %d exceeds the model's %d positions (%s)", f.SeqLen, base.Config.MaxPositions, f.Model)
 	}
@@ -212,11 +229,13 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 		return fmt.Errorf("method: %w", err)
 	}
 	cfg := finetune.DefaultConfig()
-	cfg.Steps, cfg.LR = f.Steps, f.LR
+	cfg.Steps, cfg.LR, cfg.Checkpoint, cfg.WeightsDType = f.Steps, f.LR, f.Checkpoint, f.WeightsDType
 	tr, err := finetune.New(backend, base, nm, cfg, info.seed)
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(env.Log, "  finetune %s: compute %s, weights held in %s, checkpointing %v\n", short(info.key), f.DType,
+		tr.Cfg.WeightsDType, f.Checkpoint)
 	var lb []finetune.TrainSample
 	if f.LongBenchRatio > 0 {
 		if lb, err = finetune.LongBenchSources(f.LongBenchData, 0, 0, 0); err != nil {

@@ -88,6 +88,32 @@ func TestFinetuneKindResumesAndScores(t *testing.T) {
 	}
 }
 
+// TestFinetuneBF16Checkpointed: finetune.dtype, finetune.weights_dtype and finetune.checkpoint reach the trainer: a
+// run in bf16 with checkpointing (weights held in bf16, the default for that dtype) trains and scores, and says so
+// in its log; the fields are recorded with the run's configuration (config.toml, the manifest) like the others.
+func TestFinetuneBF16Checkpointed(t *testing.T) {
+	run := finetuneRun(map[string]any{"dtype": "bfloat16", "checkpoint": true, "steps": 2, "eval_samples": 1, "ckpt_every": 0})
+	if err := Validate(run); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "t", "ft")
+	os.MkdirAll(dir, 0o755)
+	log := &cancelAfter{}
+	if err := Run(context.Background(), run, dir, "", Env{Log: log}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.buf.String(), "compute bfloat16, weights held in bfloat16, checkpointing true") {
+		t.Errorf("log does not state the settings: %q", log.buf.String())
+	}
+	if rows := metricOf(t, dir, "distill_loss"); len(rows) != 2 || !(rows[1].Value > 0) {
+		t.Errorf("distill_loss rows %+v", rows)
+	}
+	toml, err := run.ConfigTOML()
+	if err != nil || !strings.Contains(string(toml), "checkpoint = true") || !strings.Contains(string(toml), `dtype = "bfloat16"`) {
+		t.Errorf("config.toml:\n%s (%v)", toml, err)
+	}
+}
+
 func TestFinetuneBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		extra map[string]any
@@ -96,6 +122,9 @@ func TestFinetuneBadInput(t *testing.T) {
 		{map[string]any{"model": "../llama/testdata/nope.bin"}, `finetune.model = "../llama/testdata/nope.bin"`},
 		{map[string]any{"haystack": ""}, "finetune.haystack is empty"},
 		{map[string]any{"num_keys": 11}, "finetune.num_keys = 11"},
+		{map[string]any{"dtype": "float16"}, `finetune.dtype = "float16"`},
+		{map[string]any{"weights_dtype": "bfloat16"}, `finetune.weights_dtype = "bfloat16" with compute dtype "float32"`},
+		{map[string]any{"dtype": "bfloat16", "weights_dtype": "f32"}, `finetune.weights_dtype = "f32"`},
 	} {
 		if err := Validate(finetuneRun(tc.extra)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.extra, err, tc.want)
