@@ -106,6 +106,10 @@ type LongBenchConfig struct {
 	// MatchBudget (Llama path, streamingllm/h2o/tova): each task's budget is the mean number of keys the `from` run
 	// (a NAtS longbench run of the same base model) keeps at the end of generation on that task (NATS-SPEC §3.7).
 	MatchBudget bool `toml:"match_budget"`
+	// PostProcess (Llama path) is the model-specific post-processing of each decoded prediction (NATS-SPEC §3.6):
+	// "llama-3" (hf_pred.py's cuts at ".assistant", "\n\nQuestion", "</s>" and strip), "none", or "auto" (also
+	// ""): llama-3 when the loaded model is a Llama-3 one (experiments/longbench_llama.go, isLlama3).
+	PostProcess string `toml:"postprocess"`
 }
 
 func (l LongBenchConfig) validate(m MethodConfig) error {
@@ -129,6 +133,9 @@ func (l LongBenchConfig) validate(m MethodConfig) error {
 	}
 	if _, err := longbench.ParseChatTemplate(l.ChatTemplate); err != nil {
 		return fmt.Errorf("longbench.chat_template = %q: %w", l.ChatTemplate, err)
+	}
+	if _, err := longbench.ParsePostProcess(l.PostProcess); err != nil {
+		return fmt.Errorf("longbench.postprocess = %q: %w", l.PostProcess, err)
 	}
 	if l.PrefillChunk < 1 {
 		return fmt.Errorf("longbench.prefill_chunk = %d: must be ≥ 1", l.PrefillChunk)

@@ -71,6 +71,9 @@ func Validate(r sweeps.Run) error {
 		if rc.LongBench.MatchBudget {
 			return wrap(fmt.Errorf("longbench.match_budget needs a Llama-family model (finetune.model): natsbench's own LM takes its weights from `from`"))
 		}
+		if rc.LongBench.PostProcess == "llama-3" {
+			return wrap(fmt.Errorf("longbench.postprocess = %q needs a Llama-family model (finetune.model): natsbench's own LM is never post-processed", rc.LongBench.PostProcess))
+		}
 		if err := rc.LongBench.validate(rc.Method); err != nil {
 			return wrap(err)
 		}

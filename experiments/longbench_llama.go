@@ -10,11 +10,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"context"
 
 	"natsbench/finetune"
 	"natsbench/llama"
+	"natsbench/longbench"
 	"natsbench/model"
 	"natsbench/nats"
 	"natsbench/results"
@@ -34,6 +36,8 @@ type llamaRunInfo struct {
 	Adapter     string         `json:"adapter,omitempty"` // the NAtS adapter used (method nats)
 	NAtS        *nats.Config   `json:"nats,omitempty"`    // its settings
 	Budgets     map[string]int `json:"budgets,omitempty"` // per task budget (longbench.match_budget)
+	PostProcess string         `json:"postprocess"`       // longbench.postprocess resolved: "llama-3" or "none"
+	StopIDs     []int          `json:"stop_ids"`          // decoding stops after any of these (llamaStopIDs)
 }
 
 // longbenchLlama reports whether a longbench run serves a Llama-family model: finetune.model names it (and
@@ -70,10 +74,12 @@ func validateLongBenchLlama(rc RunConfig) error {
 }
 
 // llamaTokenizer is a Llama tokenizer as LongBench prediction uses it: BOS first (tokenizer(prompt) adds it,
-// NATS-SPEC §3.6), and decoding skips BOS and the config's EOS ids (skip_special_tokens).
+// NATS-SPEC §3.6), and decoding skips special tokens (skip_special_tokens=True): BOS, the config's EOS ids and the
+// ids in skip (llamaSpecialIDs: the stop ids and the tokenizer's other special tokens).
 type llamaTokenizer struct {
-	tok llama.Tokenizer
-	cfg llama.Config
+	tok  llama.Tokenizer
+	cfg  llama.Config
+	skip map[int]bool
 }
 
 func (l llamaTokenizer) Encode(text string) []int {
@@ -87,7 +93,7 @@ func (l llamaTokenizer) Encode(text string) []int {
 func (l llamaTokenizer) Decode(ids []int) string {
 	keep := make([]int, 0, len(ids))
 	for _, id := range ids {
-		if id != l.tok.BOS() && !l.cfg.IsEOS(id) {
+		if id != l.tok.BOS() && !l.cfg.IsEOS(id) && !l.skip[id] {
 			keep = append(keep, id)
 		}
 	}
@@ -95,6 +101,149 @@ func (l llamaTokenizer) Decode(ids []int) string {
 }
 
 func (llamaTokenizer) Err() error { return nil }
+
+// postTokenizer post-processes the decoding of each generated answer: gen arms it when it returns the answer's
+// tokens, and the next Decode — predictSample's tok.Decode(out), which directly follows gen — applies post and
+// disarms. Prompt truncation decodes before gen, unarmed, so prompts are never post-processed (hf_pred.py
+// post-processes the prediction only). TestLlamaPredictPostProcess checks the pairing through predictLongBench.
+type postTokenizer struct {
+	lbTokenizer
+	post  longbench.PostProcess
+	armed bool
+}
+
+func (p *postTokenizer) Decode(ids []int) string {
+	s := p.lbTokenizer.Decode(ids)
+	if p.armed {
+		p.armed = false
+		s, _ = p.post.Apply(s) // post is resolved (llama-3 or none): Apply cannot fail
+	}
+	return s
+}
+
+// llama3Vocab is the vocabulary size of every Llama-3 model (3, 3.1, 3.2): 128000 byte-level BPE tokens and 256
+// special ones.
+const llama3Vocab = 128256
+
+// isLlama3 reports whether a loaded model is a Llama-3 one, for longbench.postprocess = "auto". hf_pred.py
+// keys the post-processing on the model name ("llama-3", as in Meta-Llama-3.1-8B-Instruct); a local folder's name
+// says little, so the model itself decides: a LlamaForCausalLM config with Llama-3's vocab_size of 128256, or the
+// Llama-3 tokenizer (llama.LoadTokenizer reads only Llama-3's byte-level BPE tokenizer.json, checked here by its
+// <|begin_of_text|> and <|end_of_text|> special tokens). Llama 2, Mistral and llama2.c models (SentencePiece or
+// llama2.c tokenizers, 32000/32768/512 ids) are not.
+func isLlama3(cfg llama.Config, tok llama.Tokenizer) bool {
+	if cfg.Architecture == "LlamaForCausalLM" && cfg.VocabSize == llama3Vocab {
+		return true
+	}
+	if bl, ok := tok.(*llama.ByteLevelBPE); ok {
+		return bl.TokenID("<|begin_of_text|>") >= 0 && bl.TokenID("<|end_of_text|>") >= 0
+	}
+	return false
+}
+
+// llamaPostProcess resolves longbench.postprocess for the loaded model: "llama-3" or "none" as given, "auto" (or
+// "") by isLlama3. A bad name is an error naming the field.
+func llamaPostProcess(name string, cfg llama.Config, tok llama.Tokenizer) (longbench.PostProcess, error) {
+	p, err := longbench.ParsePostProcess(name)
+	if err != nil {
+		return "", fmt.Errorf("longbench.postprocess = %q: %w", name, err)
+	}
+	if p == longbench.PostAuto {
+		p = longbench.PostNone
+		if isLlama3(cfg, tok) {
+			p = longbench.PostLlama3
+		}
+	}
+	return p, nil
+}
+
+// llamaStopIDs returns the ids decoding stops at: the config's eos_token_id and, for a Hugging Face folder, the
+// eos_token_id of its generation_config.json (hf_pred.py stops at any of generation_config.eos_token_id —
+// Llama-3.1-Instruct: 128001, 128008, 128009 — while config.json may list fewer, e.g. Llama-3-8B-Instruct's
+// 128009 alone). The union, not HF's replacement, so that no config EOS is ever generated past; the two agree
+// for the models NAtS used.
+func llamaStopIDs(modelPath string, cfg llama.Config) ([]int, error) {
+	ids := slices.Clone(cfg.EOS)
+	if st, err := os.Stat(modelPath); err != nil || !st.IsDir() {
+		return ids, nil
+	}
+	path := filepath.Join(modelPath, "generation_config.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ids, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("finetune.model: %w", err)
+	}
+	var gc struct {
+		EOS json.RawMessage `json:"eos_token_id"`
+	}
+	if err := json.Unmarshal(b, &gc); err != nil {
+		return nil, fmt.Errorf("finetune.model: %s: %w", path, err)
+	}
+	var one *int
+	var many []int
+	switch {
+	case len(gc.EOS) == 0 || string(gc.EOS) == "null":
+	case json.Unmarshal(gc.EOS, &one) == nil && one != nil:
+		many = []int{*one}
+	case json.Unmarshal(gc.EOS, &many) == nil:
+	default:
+		return nil, fmt.Errorf("finetune.model: %s: eos_token_id = %s is neither an id nor a list of ids", path, gc.EOS)
+	}
+	for _, id := range many {
+		if id < 0 || id >= cfg.VocabSize {
+			return nil, fmt.Errorf("finetune.model: %s: eos_token_id %d outside the vocabulary [0, %d)", path, id, cfg.VocabSize)
+		}
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// llamaSpecialIDs returns the ids that decoding with skip_special_tokens drops besides BOS: the stop ids; for the
+// Llama-3 tokenizer the added tokens marked special in its tokenizer.json (all 256 of Llama 3's, e.g.
+// <|start_header_id|>, so that ".assistant" of the llama-3 post-processing matches as in HF); for SentencePiece
+// models the control and unknown pieces (<s>, </s>, <unk>, Mistral's [INST] …). tokPath is finetune.tokenizer
+// (or finetune.model), as loadBase opens it.
+func llamaSpecialIDs(tokPath string, tok llama.Tokenizer, stops []int) (map[int]bool, error) {
+	skip := map[int]bool{}
+	for _, id := range stops {
+		skip[id] = true
+	}
+	switch t := tok.(type) {
+	case *llama.SentencePieceTokenizer:
+		for id, typ := range t.Types {
+			if typ == 2 || typ == 3 { // sentencepiece_model.proto: UNKNOWN, CONTROL
+				skip[id] = true
+			}
+		}
+	case *llama.ByteLevelBPE:
+		path := tokPath
+		if st, err := os.Stat(path); err == nil && st.IsDir() {
+			path = filepath.Join(path, "tokenizer.json") // the only file llama.LoadTokenizer reads a ByteLevelBPE from
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("finetune.tokenizer: %w", err)
+		}
+		var j struct {
+			Added []struct {
+				ID      int  `json:"id"`
+				Special bool `json:"special"`
+			} `json:"added_tokens"`
+		}
+		if err := json.Unmarshal(b, &j); err != nil {
+			return nil, fmt.Errorf("finetune.tokenizer: %s: %w", path, err)
+		}
+		for _, a := range j.Added {
+			if a.Special {
+				skip[a.ID] = true
+			}
+		}
+	}
+	return skip, nil
+}
 
 // finetuneAdapter returns the adapter of the finetune run in fromDir; a source of another kind, or one without an
 // adapter, is an error naming the file.
@@ -167,8 +316,24 @@ func matchSource(fromDir, fingerprint, baseModel string) (map[string]float64, er
 // (its NAtS settings; the method table's are not used); StreamingLLM, H2O, TOVA at method.budget, or, with
 // longbench.match_budget, at the `from` NAtS run's mean kept keys per task, rounded, plus the query itself, so that
 // the baseline keeps as many keys at the end of generation as NAtS did on average (NATS-SPEC §3.7). The
-// sequence length is the model's max_position_embeddings. The tokenizer adds BOS and decoding stops at the
-// config's EOS ids (NATS-SPEC §3.6; no model-specific post-processing).
+// sequence length is the model's max_position_embeddings.
+//
+// NAtS's inference protocol (hf_pred.py, NATS-SPEC §3.6), point by point:
+//   - Chat template: none by default (longbench.chat_template = "none", as in the sweep); another template is the
+//     user's explicit deviation, applied as the longbench package defines it.
+//   - The tokenizer adds BOS (llamaTokenizer.Encode); middle truncation decodes with skip_special_tokens.
+//   - Greedy decoding stops after any id of llamaStopIDs: the config's eos_token_id plus generation_config.json's.
+//   - No samsum "\n" stop (THUDM pred.py's special case is not in hf_pred.py, nor here); eval.py's first-line cut
+//     for trec, triviaqa, samsum and lsht still applies at scoring.
+//   - The answer is decoded with skip_special_tokens (llamaSpecialIDs) and post-processed per
+//     longbench.postprocess: for Llama-3 models (auto: isLlama3) cut at ".assistant", "\n\nQuestion", "</s>" and
+//     stripped (longbench.PostProcessLlama3); pred/<task>.jsonl and samples.jsonl hold the post-processed text.
+//   - RoPE positions: generated tokens take their true positions (the first one fed back at len(prompt)), as HF generate and
+//     THUDM pred.py do. hf_pred.py's decoding position ids start at context_len+1 (a +1 shift of every generated
+//     token, §3.6), which §8 lists among the defects not to copy; finetune.Generator's masked recomputation has
+//     no position gap, and we keep it that way: the shift is a bug of the reference script, not part of the
+//     method, and it moves only the answer's positions by one.
+//   - The debug truncation to 2 layers of the retrieved hf_pred.py is not reproduced (all layers run).
 func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir string, env Env) error {
 	lc := rc.LongBench
 	if fromDir == "" {
@@ -182,7 +347,26 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 	if err != nil {
 		return err
 	}
-	li := llamaRunInfo{BaseModel: base.Source, Fingerprint: finetune.Fingerprint(base.Config), Method: rc.Method.Name}
+	post, err := llamaPostProcess(lc.PostProcess, base.Config, tok)
+	if err != nil {
+		return err
+	}
+	stops, err := llamaStopIDs(rc.Finetune.Model, base.Config)
+	if err != nil {
+		return err
+	}
+	tokPath := rc.Finetune.Tokenizer
+	if tokPath == "" {
+		tokPath = rc.Finetune.Model
+	}
+	skip, err := llamaSpecialIDs(tokPath, tok, stops)
+	if err != nil {
+		return err
+	}
+	li := llamaRunInfo{BaseModel: base.Source, Fingerprint: finetune.Fingerprint(base.Config), Method: rc.Method.Name,
+		PostProcess: string(post), StopIDs: stops}
+	fmt.Fprintf(env.Log, "  longbench %s: post-processing %s (longbench.postprocess = %q), stop ids %v\n", short(info.key), post,
+		lc.PostProcess, stops)
 	var masker model.Masker
 	var scorers *model.Params
 	var matched map[string]float64
@@ -207,6 +391,10 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 				cfg.Window, cfg.Chunk, cfg.GlobalBonus)
 		}
 	}
+	// The generators stop at the stop ids: a shallow copy of the model (the same weights) whose config lists them
+	// as EOS. The adapter and fingerprint checks above used the config as loaded.
+	gbase := *base
+	gbase.Config.EOS = stops
 	room := base.Config.MaxPositions
 	maxLen, maxNew, err := lbLengths(lc, tasks, room, fmt.Sprintf("max_position_embeddings of %s", rc.Finetune.Model))
 	if err != nil {
@@ -241,18 +429,18 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 		var g *finetune.Generator
 		switch m.Name {
 		case "full":
-			g, err = finetune.NewGenerator(backend, base, nil, nil, nil, 0)
+			g, err = finetune.NewGenerator(backend, &gbase, nil, nil, nil, 0)
 		case "nats":
-			g, err = finetune.NewGenerator(backend, base, masker, scorers, nil, 0)
+			g, err = finetune.NewGenerator(backend, &gbase, masker, scorers, nil, 0)
 		default:
 			mk, ev, berr := m.Build()
 			if berr != nil {
 				return fmt.Errorf("task %s: %w", t.name, berr)
 			}
 			if m.Name == "streamingllm" {
-				g, err = finetune.NewGenerator(backend, base, mk, nil, nil, 0) // exact at any prefill chunk
+				g, err = finetune.NewGenerator(backend, &gbase, mk, nil, nil, 0) // exact at any prefill chunk
 			} else {
-				g, err = finetune.NewGenerator(backend, base, nil, nil, ev, lc.PrefillChunk)
+				g, err = finetune.NewGenerator(backend, &gbase, nil, nil, ev, lc.PrefillChunk)
 			}
 		}
 		if err != nil {
@@ -270,17 +458,31 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 	}); err != nil {
 		return err
 	}
-	cfg := base.Config
+	cfg := gbase.Config
+	ptok, gen := llamaPredict(llamaTokenizer{tok: tok, cfg: cfg, skip: skip}, post, cfg.IsEOS,
+		func(ti int, ids []int, maxNew int) (finetune.Generation, error) {
+			return gens[ti].Generate(ids, maxNew)
+		})
+	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, ptok, gen)
+}
+
+// llamaPredict returns the tokenizer and the generate function predictLongBench takes for a Llama model: generate
+// decodes greedily for the task of index ti; a final stop id (isStop) is cut off the answer; the decoding of each
+// answer is post-processed by post (resolved: llama-3 or none), the prompt's never (postTokenizer).
+func llamaPredict(tok lbTokenizer, post longbench.PostProcess, isStop func(int) bool,
+	generate func(ti int, ids []int, maxNew int) (finetune.Generation, error)) (lbTokenizer, lbGenerate) {
+	ptok := &postTokenizer{lbTokenizer: tok, post: post}
 	gen := func(ti int, ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
-		res, err := gens[ti].Generate(ids, maxNew)
+		res, err := generate(ti, ids, maxNew)
 		if err != nil {
 			return nil, 0, false, 0, 0, err
 		}
 		out, eos := res.Tokens, false
-		if n := len(out); n > 0 && cfg.IsEOS(out[n-1]) {
+		if n := len(out); n > 0 && isStop(out[n-1]) {
 			out, eos = out[:n-1], true
 		}
+		ptok.armed = true // the next Decode is this answer's
 		return out, len(res.Tokens), eos, res.KVFraction, res.KVTokens, nil
 	}
-	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, llamaTokenizer{tok: tok, cfg: cfg}, gen)
+	return ptok, gen
 }

@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -273,5 +276,328 @@ func TestLongBenchLlamaBadInput(t *testing.T) {
 	gpt.Config["data"] = map[string]any{"dir": "../testdata/pg19"}
 	if err := Run(context.Background(), gpt, dirOf("gpt"), other, Env{}); err == nil || !strings.Contains(err.Error(), "set finetune.model") {
 		t.Errorf("gpt longbench from a finetune run: %v", err)
+	}
+}
+
+// writeLlama3Tokenizer writes a tiny tokenizer.json in the Llama-3 format into dir (the GPT-2 byte alphabet as the
+// vocabulary, no merges, Llama 3's pre-tokenizer) with special added tokens <|begin_of_text|> 256,
+// <|end_of_text|> 257, <|start_header_id|> 258, and a non-special added token 259.
+func writeLlama3Tokenizer(t *testing.T, dir string) string {
+	t.Helper()
+	vocab := map[string]int{}
+	n := 0
+	for b := 0; b < 256; b++ {
+		r := rune(b)
+		if !((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) {
+			r = rune(256 + n)
+			n++
+		}
+		vocab[string(r)] = b
+	}
+	type added struct {
+		ID      int    `json:"id"`
+		Content string `json:"content"`
+		Special bool   `json:"special"`
+	}
+	type split struct {
+		Type     string            `json:"type"`
+		Pattern  map[string]string `json:"pattern,omitempty"`
+		UseRegex bool              `json:"use_regex"`
+	}
+	j := map[string]any{
+		"added_tokens": []added{{256, "<|begin_of_text|>", true}, {257, "<|end_of_text|>", true},
+			{258, "<|start_header_id|>", true}, {259, "<|plain|>", false}},
+		"normalizer": nil,
+		"pre_tokenizer": map[string]any{"type": "Sequence", "pretokenizers": []split{
+			{Type: "Split", Pattern: map[string]string{"Regex": `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`}},
+			{Type: "ByteLevel"}}},
+		"model": map[string]any{"type": "BPE", "vocab": vocab, "merges": []string{}},
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "tokenizer.json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestLlamaPostProcessAuto: longbench.postprocess = "auto" post-processes a Llama-3 model — a LlamaForCausalLM
+// config with vocab_size 128256, or the Llama-3 byte-level BPE tokenizer — and not the bundled llama2.c model
+// (aidreams260K.bin, tok512.bin) nor the HF tiny Llama with its 512 ids; "llama-3" and "none" force the choice.
+func TestLlamaPostProcessAuto(t *testing.T) {
+	base, err := llama.LoadLlama2C(llamaModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok512, err := llama.LoadTokenizer(llamaTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny, err := llama.LoadConfig("../llama/testdata/hf-tiny/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l3 := tiny
+	l3.VocabSize = 128256 // Llama-3's vocabulary: the config alone decides
+	mistral := l3
+	mistral.Architecture = "MistralForCausalLM"
+	dir := t.TempDir()
+	bpe, err := llama.LoadTokenizer(writeLlama3Tokenizer(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		cfg  llama.Config
+		tok  llama.Tokenizer
+		want bool
+	}{
+		{"bundled llama2.c model", base.Config, tok512, false},
+		{"hf-tiny config (512 ids)", tiny, tok512, false},
+		{"Llama-3 config (vocab 128256)", l3, tok512, true},
+		{"Mistral config with 128256 ids", mistral, tok512, false},
+		{"Llama-3 tokenizer.json", tiny, bpe, true},
+	} {
+		if got := isLlama3(c.cfg, c.tok); got != c.want {
+			t.Errorf("%s: isLlama3 = %v, want %v", c.what, got, c.want)
+		}
+		want := longbench.PostNone
+		if c.want {
+			want = longbench.PostLlama3
+		}
+		for _, name := range []string{"", "auto"} {
+			if got, err := llamaPostProcess(name, c.cfg, c.tok); err != nil || got != want {
+				t.Errorf("%s: postprocess %q resolves to %q (%v), want %q", c.what, name, got, err, want)
+			}
+		}
+		for _, p := range []longbench.PostProcess{longbench.PostLlama3, longbench.PostNone} {
+			if got, err := llamaPostProcess(string(p), c.cfg, c.tok); err != nil || got != p {
+				t.Errorf("%s: postprocess %q resolves to %q (%v)", c.what, p, got, err)
+			}
+		}
+	}
+	if _, err := llamaPostProcess("llama3", l3, bpe); err == nil || !strings.Contains(err.Error(), `longbench.postprocess = "llama3"`) {
+		t.Errorf("bad name: %v", err)
+	}
+	// skip_special_tokens for the Llama-3 tokenizer: its special added tokens and the stop ids, not the plain one.
+	skip, err := llamaSpecialIDs(dir, bpe, []int{257, 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[int]bool{256: true, 257: true, 258: true, 259: false, 7: true, 65: false} {
+		if skip[id] != want {
+			t.Errorf("special id %d: skipped %v, want %v", id, skip[id], want)
+		}
+	}
+	lt := llamaTokenizer{tok: bpe, cfg: tiny, skip: skip}
+	if got := lt.Decode([]int{'o', 'k', '.', 258, 'a', 256, 259, 257}); got != "ok.a<|plain|>" {
+		t.Errorf("decode with skip_special_tokens: %q", got)
+	}
+	// The llama2.c tokenizer has no special pieces beyond BOS/EOS (its Decode drops 1 and 2 itself).
+	if skip, err := llamaSpecialIDs(llamaTok, tok512, base.Config.EOS); err != nil || len(skip) != 2 || !skip[1] || !skip[2] {
+		t.Errorf("llama2.c special ids: %v, %v", skip, err)
+	}
+}
+
+// TestLlamaStopIDs: decoding stops at the config's EOS ids plus generation_config.json's eos_token_id (an id, a list,
+// null or absent) of a Hugging Face folder; a bad value is an error naming the file.
+func TestLlamaStopIDs(t *testing.T) {
+	cfg, err := llama.LoadConfig("../llama/testdata/hf-tiny/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := llamaStopIDs("../llama/testdata/hf-tiny", cfg); err != nil || !slices.Equal(got, []int{2}) {
+		t.Errorf("hf-tiny: %v, %v", got, err)
+	}
+	if got, err := llamaStopIDs(llamaModel, llama.Config{EOS: []int{1, 2}, VocabSize: 512}); err != nil || !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("llama2.c: %v, %v", got, err)
+	}
+	dir := t.TempDir()
+	gc := filepath.Join(dir, "generation_config.json")
+	for _, c := range []struct {
+		body string
+		want []int
+		err  string
+	}{
+		{`{"eos_token_id": [2, 5, 7]}`, []int{2, 5, 7}, ""},
+		{`{"eos_token_id": 9}`, []int{2, 9}, ""},
+		{`{"eos_token_id": null}`, []int{2}, ""},
+		{`{"bos_token_id": 1}`, []int{2}, ""},
+		{`{"eos_token_id": "x"}`, nil, gc + `: eos_token_id = "x" is neither an id nor a list of ids`},
+		{`{"eos_token_id": [600]}`, nil, gc + ": eos_token_id 600 outside the vocabulary [0, 512)"},
+	} {
+		os.WriteFile(gc, []byte(c.body), 0o644)
+		got, err := llamaStopIDs(dir, cfg)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: err %v, want %q", c.body, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v (%v), want %v", c.body, got, err, c.want)
+		}
+	}
+	os.Remove(gc)
+	if got, err := llamaStopIDs(dir, cfg); err != nil || !slices.Equal(got, []int{2}) {
+		t.Errorf("no generation_config.json: %v, %v", got, err)
+	}
+}
+
+// TestLongBenchLlamaPostProcessField: a bad longbench.postprocess is an error naming the field; "llama-3" with
+// natsbench's own LM (never post-processed) is refused.
+func TestLongBenchLlamaPostProcessField(t *testing.T) {
+	lb := map[string]any{"data": longbenchData, "tasks": []any{"trec"}, "postprocess": "llama3"}
+	err := Validate(llamaLBRun("a", map[string]any{"name": "full"}, lb, "ft"))
+	if err == nil || !strings.Contains(err.Error(), `longbench.postprocess = "llama3": unknown post-processing "llama3" (did you mean "llama-3"?)`) {
+		t.Errorf("bad postprocess: %v", err)
+	}
+	for _, ok := range []string{"auto", "llama-3", "none"} {
+		lb["postprocess"] = ok
+		if err := Validate(llamaLBRun("a", map[string]any{"name": "full"}, lb, "ft")); err != nil {
+			t.Errorf("postprocess %q: %v", ok, err)
+		}
+	}
+	gpt := lbRun("", "lb", "full", nil, map[string]any{"data": longbenchData, "postprocess": "llama-3"}, "pg")
+	if err := Validate(gpt); err == nil || !strings.Contains(err.Error(), `longbench.postprocess = "llama-3" needs a Llama-family model`) {
+		t.Errorf("llama-3 with natsbench's own LM: %v", err)
+	}
+}
+
+// TestLongBenchLlamaPostProcessRun: on the bundled llama2.c model, "auto" resolves to none and "llama-3" to the
+// post-processing (llama.json), and the llama-3 run's predictions are PostProcessLlama3 of the auto run's, from the
+// same prompt tokens. (This model's short answers carry no separator or outer space, so they come out equal:
+// TestLlamaPredictPostProcess exercises the changes.)
+func TestLongBenchLlamaPostProcessRun(t *testing.T) {
+	base, err := llama.LoadLlama2C(llamaModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	dirOf := func(name string) string {
+		d := filepath.Join(out, "t", name)
+		os.MkdirAll(d, 0o755)
+		return d
+	}
+	writeAdapter(t, base, dirOf("ft"))
+	samples := map[string][]lbSample{}
+	for _, post := range []string{"auto", "llama-3"} {
+		lb := map[string]any{"data": longbenchData, "tasks": []any{"trec", "passage_retrieval_en"}, "max_new_tokens": 4,
+			"postprocess": post}
+		r := llamaLBRun(post, map[string]any{"name": "full"}, lb, "ft")
+		if err := Run(context.Background(), r, dirOf(post), dirOf("ft"), Env{}); err != nil {
+			t.Fatal(err)
+		}
+		var info llamaRunInfo
+		b, _ := os.ReadFile(filepath.Join(dirOf(post), llamaInfoFile))
+		if err := json.Unmarshal(b, &info); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"auto": "none", "llama-3": "llama-3"}[post]
+		if info.PostProcess != want || !slices.Equal(info.StopIDs, []int{1, 2}) {
+			t.Errorf("%s: llama.json postprocess %q, stop ids %v; want %q, [1 2]", post, info.PostProcess, info.StopIDs, want)
+		}
+		samples[post] = readSamples(t, dirOf(post))
+	}
+	raw, pp := samples["auto"], samples["llama-3"]
+	if len(raw) != 4 || len(pp) != 4 {
+		t.Fatalf("%d and %d samples, want 4", len(raw), len(pp))
+	}
+	for i := range raw {
+		if want := longbench.PostProcessLlama3(raw[i].Pred); pp[i].Pred != want || pp[i].TokensIn != raw[i].TokensIn {
+			t.Errorf("%s: llama-3 pred %q (%d tokens in), want %q from %q (%d)", raw[i].ID, pp[i].Pred, pp[i].TokensIn, want,
+				raw[i].Pred, raw[i].TokensIn)
+		}
+	}
+}
+
+// TestLlamaPredictPostProcess: the tokenizer and generate function of the Llama path (llamaPredict), fed to
+// predictLongBench with a scripted generator, post-process every answer — each separator, several, outer space —
+// in pred/<task>.jsonl and samples.jsonl, cut a final stop id, leave an answer without separator as decoded and
+// never touch the prompt (its ids are those of the plain tokenizer, truncation included); with "none" the
+// answers stay as decoded.
+func TestLlamaPredictPostProcess(t *testing.T) {
+	base, err := llama.LoadLlama2C(llamaModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := llama.LoadTokenizer(llamaTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := llamaTokenizer{tok: tok, cfg: base.Config}
+	sets, err := longbench.ReadDir(longbenchData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := lbTask{name: "qasper", file: "qasper.jsonl"}
+	answers := []struct{ text, want string }{
+		{"Paris.assistant\n\nThe capital is Paris.", "Paris"},
+		{"  Rome \n\nQuestion: and Italy?", "Rome"},
+		{"Berlin \n\nQuestion: x.assistant y", "Berlin"},
+		{"no separator here", "no separator here"},
+	}
+	for i := range answers { // the one qasper row of testdata, once per answer
+		smp := sets["qasper"].Samples[0]
+		smp.ID = "s" + strconv.Itoa(i)
+		task.samples = append(task.samples, smp)
+	}
+	const maxLen = 60
+	for _, post := range []longbench.PostProcess{longbench.PostLlama3, longbench.PostNone} {
+		calls := 0
+		raw := make([]string, len(answers))
+		generate := func(ti int, ids []int, maxNew int) (finetune.Generation, error) {
+			i := calls
+			calls++
+			prompt, err := longbench.BuildModelPrompt(task.name, task.samples[i], lt, maxLen, longbench.ChatNone)
+			if err != nil {
+				return finetune.Generation{}, err
+			}
+			want := lt.Encode(prompt)
+			if len(want) > maxLen {
+				want = append(want[:maxLen/2:maxLen/2], want[len(want)-(maxLen-maxLen/2):]...)
+			}
+			if !slices.Equal(ids, want) {
+				t.Errorf("%s sample %d: prompt ids differ from the plain tokenizer's", post, i)
+			}
+			out := tok.Encode(answers[i].text)
+			raw[i] = lt.Decode(out)
+			if i%2 == 0 {
+				out = append(out, 2) // a final EOS: cut, not decoded
+			}
+			return finetune.Generation{Tokens: out, KVFraction: 1, KVTokens: float64(len(ids))}, nil
+		}
+		ptok, gen := llamaPredict(lt, post, base.Config.IsEOS, generate)
+		dir := t.TempDir()
+		info := runInfo{id: "x", sweep: "t", key: "x,seed=0", name: "x", method: "full"}
+		if err := predictLongBench(context.Background(), info, dir, Env{Log: io.Discard}, []lbTask{task}, longbench.ChatNone,
+			[]int{maxLen}, []int{8}, ptok, gen); err != nil {
+			t.Fatal(err)
+		}
+		got := readSamples(t, dir)
+		lines := readPredFile(t, filepath.Join(dir, predDir, "qasper.jsonl"))
+		if len(got) != len(answers) || len(lines) != len(answers) {
+			t.Fatalf("%s: %d samples, %d prediction lines, want %d", post, len(got), len(lines), len(answers))
+		}
+		for i, a := range answers {
+			want := raw[i]
+			if post == longbench.PostLlama3 {
+				want = a.want
+				if pw := longbench.PostProcessLlama3(raw[i]); pw != a.want || (a.text != a.want && raw[i] == a.want) {
+					t.Fatalf("answer %d decodes to %q, post-processed %q: the test expects %q, changed", i, raw[i], pw, a.want)
+				}
+			}
+			var pred string
+			json.Unmarshal(lines[i].obj["pred"], &pred)
+			if got[i].Pred != want || pred != want {
+				t.Errorf("%s answer %d (%q): samples.jsonl %q, pred file %q, want %q", post, i, a.text, got[i].Pred, pred, want)
+			}
+			if stop := map[bool]string{true: "eos", false: "length"}[i%2 == 0]; got[i].Stop != stop {
+				t.Errorf("%s answer %d: stop %q, want %q", post, i, got[i].Stop, stop)
+			}
+		}
 	}
 }
