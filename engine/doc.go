@@ -8,7 +8,8 @@
 // small staging buffer of R slots (Options.Staging). The host slot table (package kvcache semantics: a new token
 // takes the lowest free slot of every (layer, row, KV head); the policy frees slots after the token has attended;
 // freed slots are reused) says which slot holds which position. Capacity starts at the policy's bound (Full:
-// prompt + Options.MaxNewTokens, rounded up to 1024 slots rather than a power of two; StreamingLLM, H2O, TOVA: the budget; NAtS: kvcache.Bucket(0)) and grows in
+// prompt + Options.MaxNewTokens: a power of two up to 1024 slots, past that rounded up to 1024 slots rather than
+// to a power of two; StreamingLLM, H2O, TOVA: the budget; NAtS: kvcache.Bucket(0)) and grows in
 // kvcache.Bucket powers of two only when a row is full, so the buffers hold what the policy keeps: NAtS at a
 // 10% KV fraction allocates about a tenth of full attention's cache for a long context.
 //

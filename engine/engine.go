@@ -765,7 +765,11 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 		if e.Evictor != nil {
 			bound = e.Evictor.Capacity(bound)
 		}
-		if err := e.checkMem(fmt.Sprintf("decoding %d tokens", n), e.batch, max(e.tab.Cap(), kvcache.Bucket(bound)), 0); err != nil {
+		need := e.tab.Cap() // enough when the tokens fit (full attention's boundCap is not a power of two)
+		if bound > need {
+			need = kvcache.Bucket(bound) // what growth allocates
+		}
+		if err := e.checkMem(fmt.Sprintf("decoding %d tokens", n), e.batch, need, 0); err != nil {
 			return DecodeResult{}, err
 		}
 	}

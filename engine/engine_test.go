@@ -550,8 +550,9 @@ func sortInt32(x []int32) {
 }
 
 // TestFullCapacityIsTight: full attention sizes its buffers to prompt + MaxNewTokens rounded up to 1024 slots (a
-// power of two would nearly double them past 1024 tokens), and decoding through such a capacity still equals the
-// forward pass.
+// power of two would nearly double them past 1024 tokens), decoding through such a capacity still equals the
+// forward pass, and a memory limit that holds exactly those buffers (plus a prefill chunk) lets Prefill and Decode
+// run (Decode's check once assumed a power of two).
 func TestFullCapacityIsTight(t *testing.T) {
 	for _, c := range []struct{ n, want int }{{1, 16}, {1000, 1024}, {1024, 1024}, {1025, 2048}, {3000, 3072}, {32832, 33792}} {
 		if got := boundCap(c.n); got != c.want {
@@ -559,27 +560,38 @@ func TestFullCapacityIsTight(t *testing.T) {
 		}
 	}
 	cfg := tiny()
-	cfg.NLayers, cfg.MaxSeqLen = 1, 3200
+	cfg.NLayers, cfg.MaxSeqLen = 1, 2200
 	backend := testBackend(t)
 	params := testParams(cfg, nil, 5)
-	const P, N = 3060, 4
+	const P, N, chunk = 2100, 4, 512 // 2104 tokens: 3072 slots, where a power of two gives 4096
 	seq := randTokens(rand.New(rand.NewPCG(4, 2)), 1, P+N, cfg.VocabSize)
 	logits, _, err := model.NewInference(backend, cfg, nil, params).Forward(seq[0], 1, P+N)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(backend, cfg, nil, nil, params, Options{MaxNewTokens: N})
+	probe, err := New(backend, cfg, nil, nil, params, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Prefill([][]int32{seq[0][:P]}, 512); err != nil {
+	if err := probe.init(); err != nil {
+		t.Fatal(err)
+	}
+	lim := probe.cacheBytes(1, 3072) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	e, err := New(backend, cfg, nil, nil, params, Options{MaxNewTokens: N, MemLimitBytes: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.CheckFits(1, P, chunk); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Prefill([][]int32{seq[0][:P]}, chunk); err != nil {
 		t.Fatal(err)
 	}
 	if e.Cap() != 3072 {
 		t.Fatalf("full attention, %d + %d tokens: capacity %d, want 3072", P, N, e.Cap())
 	}
 	V := cfg.VocabSize
-	for i := P; i < P+N; i++ {
+	for i := P; i < P+N-1; i++ {
 		so, err := e.Step([]int32{seq[0][i]})
 		if err != nil {
 			t.Fatal(err)
@@ -587,6 +599,9 @@ func TestFullCapacityIsTight(t *testing.T) {
 		if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
 			t.Fatalf("position %d: max |Δlogit| = %g", i, d)
 		}
+	}
+	if _, err := e.Decode(1); err != nil { // the last of the MaxNewTokens
+		t.Fatalf("Decode within MaxNewTokens under a limit that holds the buffers: %v", err)
 	}
 	if e.Cap() != 3072 {
 		t.Fatalf("capacity grew to %d while decoding within MaxNewTokens", e.Cap())
