@@ -24,7 +24,8 @@ import (
 // (the derivative of the multiplicative-mask attention at M = Hard), and each term receives
 // Coef·Σ_i Region[i,j]·∂L/∂M[i,j], summed over the query heads of the KV head. The backward pass recomputes S and
 // dO·vᵀ with two matmuls and reduces them; nothing of size s² is kept between the passes. The result equals the
-// materialised path's gradients up to floating-point order (TestFusedCarrierMatchesMaterialized).
+// materialised path's gradients up to floating-point order, and up to the bf16 rounding of ∂L/∂M with the default
+// formulation, bf16dm (CarrierVariants; TestFusedCarrierMatchesMaterialized).
 
 // useFusedMasked reports whether structured masks run on the fused kernel: in bf16 (the GPU configuration) unless
 // NATSBENCH_NO_FUSED_ATTENTION is set (no fused attention at all) or NATSBENCH_MASKED_ATTENTION=materialized (the

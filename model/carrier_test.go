@@ -83,7 +83,10 @@ func TestFusedCarrierMatchesMaterialized(t *testing.T) {
 			})
 		}
 		// The default is bf16dm (chosen by the H200 measurement in carrier.go): bit for bit its gradients, which
-		// the bf16 rounding of ∂L/∂M sets apart from the float32 formulations.
+		// the bf16 rounding of ∂L/∂M sets apart from the float32 formulations. (Only when -run kept all three.)
+		if grads[""] == nil || grads["bf16dm"] == nil || grads["perterm"] == nil {
+			continue
+		}
 		if !slices.EqualFunc(grads[""], grads["bf16dm"], slices.Equal[[]float32]) {
 			t.Errorf("%s: the default formulation's gradients differ from bf16dm's", tc.name)
 		}
