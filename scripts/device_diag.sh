@@ -46,3 +46,4 @@ for v in default notriton cmdbuf; do
 	grep -h -E 'latency .* prompt|failed|rror' "$OUT/diag-$v.log" | sed "s/^ */$v /" | cut -c1-160
 done
 [ -f "$OUT/bench.log" ] && grep -h 'ms/step' "$OUT/bench.log"
+exit 0
