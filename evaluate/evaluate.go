@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"natsbench/internal/progress"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -29,7 +30,7 @@ type Method struct {
 type Options struct {
 	Batch    int       // windows decoded together
 	Buckets  []int     // position-bucket upper bounds for per-position NLL (e.g. 256, 512, 1024)
-	Progress io.Writer // a live progress line; nil for none
+	Progress io.Writer // a live progress line (package internal/progress: rewritten on a terminal, lines every 30 s elsewhere); nil for none
 	Label    string    // printed in the progress line
 }
 
@@ -67,6 +68,10 @@ func Streaming(backend compute.Backend, cfg model.Config, params *model.Params, 
 		opt.Batch = 1
 	}
 	start := time.Now()
+	var live *progress.Line
+	if opt.Progress != nil {
+		live = progress.New(opt.Progress)
+	}
 	dec := model.NewDecoder(backend, cfg, m.Masker, params)
 	dec.WantLogits = false
 	dec.WantAttn = m.Evictor != nil && m.Evictor.Needs()&(kvcache.AccAttn|kvcache.LastAttn) != 0
@@ -147,14 +152,14 @@ func Streaming(backend compute.Backend, cfg model.Config, params *model.Params, 
 			}
 		}
 		done += len(batch)
-		if opt.Progress != nil {
+		if live != nil {
 			el := time.Since(start).Seconds()
-			fmt.Fprintf(opt.Progress, "\r  eval %-28s windows %d/%d  %.0f tok/s  ETA %s   ", opt.Label, done, len(windows),
+			live.Update("  eval %-28s windows %d/%d  %.0f tok/s  ETA %s", opt.Label, done, len(windows),
 				float64(done*ctx)/el, eta(el, done, len(windows)))
 		}
 	}
-	if opt.Progress != nil {
-		fmt.Fprintln(opt.Progress)
+	if live != nil {
+		live.End()
 	}
 	var sum float64
 	res.PerPos = make([]float64, ctx)

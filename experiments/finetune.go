@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"math/rand/v2"
+	"natsbench/internal/progress"
 	"os"
 	"path/filepath"
 	"sort"
@@ -258,7 +259,7 @@ func runFinetune(ctx context.Context, rc RunConfig, info runInfo, dir string, en
 		return err
 	}
 	start, startStep := time.Now(), tr.Step
-	live := newLiveLine(env.Log)
+	live := progress.New(env.Log)
 	for tr.Step < int64(f.Steps) {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -318,7 +319,7 @@ func passkeyEval(tr *finetune.Trainer, f FinetuneConfig, tok llama.Tokenizer, wo
 		}
 		ss = append(ss, sample{toks, n, a})
 	}
-	live := newLiveLine(env.Log)
+	live := progress.New(env.Log)
 	score := func(p finetune.Policy, ref [][]int32) (acc, agree, frac, kept float64, preds [][]int32, err error) {
 		for i, s := range ss {
 			pr, err := tr.Predict(p, s.toks, s.n)

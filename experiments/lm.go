@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"natsbench/internal/progress"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,7 +91,7 @@ func trainLM(ctx context.Context, backend compute.Backend, rc RunConfig, info ru
 	start := time.Now()
 	startStep := tr.Step
 	cfg := rc.Train
-	live := newLiveLine(env.Log)
+	live := progress.New(env.Log)
 	for tr.Step < int64(cfg.Steps) {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err

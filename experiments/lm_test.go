@@ -60,7 +60,7 @@ type cancelAfter struct {
 	cancel func()
 }
 
-// EveryUpdate: the test acts on a given step's progress line, so it takes every update (experiments.EveryUpdate).
+// EveryUpdate: the test acts on a given step's progress line, so it takes every update (progress.EveryUpdate).
 func (c *cancelAfter) EveryUpdate() bool { return true }
 
 func (c *cancelAfter) Write(p []byte) (int, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"natsbench/internal/progress"
 	"os"
 	"path/filepath"
 	"slices"
@@ -331,7 +332,7 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 		total += len(t.samples)
 	}
 	done := 0
-	live := newLiveLine(env.Log)
+	live := progress.New(env.Log)
 	for ti, t := range tasks {
 		var lines bytes.Buffer
 		for si, s := range t.samples {

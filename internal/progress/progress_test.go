@@ -1,4 +1,4 @@
-package experiments
+package progress
 
 import (
 	"bytes"
@@ -7,11 +7,11 @@ import (
 	"time"
 )
 
-// TestLiveLineNonTerminal: off a terminal, progress is whole lines (no carriage returns), the first update at once,
+// TestLineNonTerminal: off a terminal, progress is whole lines (no carriage returns), the first update at once,
 // later ones at most every interval, and End writes the last update when it was held back.
-func TestLiveLineNonTerminal(t *testing.T) {
+func TestLineNonTerminal(t *testing.T) {
 	var buf bytes.Buffer
-	l := newLiveLine(&buf)
+	l := New(&buf)
 	if l.tty {
 		t.Fatal("a bytes.Buffer is not a terminal")
 	}
@@ -37,10 +37,10 @@ func TestLiveLineNonTerminal(t *testing.T) {
 	}
 }
 
-// TestLiveLineTerminal: on a terminal each update rewrites the line and End closes it once.
-func TestLiveLineTerminal(t *testing.T) {
+// TestLineTerminal: on a terminal each update rewrites the line and End closes it once.
+func TestLineTerminal(t *testing.T) {
 	var buf bytes.Buffer
-	l := &liveLine{w: &buf, tty: true, every: liveEvery}
+	l := &Line{w: &buf, tty: true, every: Every}
 	l.End() // nothing written: no stray newline
 	l.Update("x %d", 1)
 	l.Update("x %d", 2)
@@ -54,10 +54,10 @@ type everyWriter struct{ bytes.Buffer }
 
 func (*everyWriter) EveryUpdate() bool { return true }
 
-// TestLiveLineEveryUpdate: a writer that asks for every update gets them as on a terminal.
-func TestLiveLineEveryUpdate(t *testing.T) {
+// TestLineEveryUpdate: a writer that asks for every update gets them as on a terminal.
+func TestLineEveryUpdate(t *testing.T) {
 	var w everyWriter
-	l := newLiveLine(&w)
+	l := New(&w)
 	l.Update("s %d", 1)
 	l.Update("s %d", 2)
 	l.End()

@@ -1,4 +1,6 @@
-package experiments
+// Package progress writes the live progress line of long work (training steps, evaluated windows or samples): on a
+// terminal one line rewritten in place, elsewhere whole lines at most every Every.
+package progress
 
 import (
 	"fmt"
@@ -8,14 +10,14 @@ import (
 	"time"
 )
 
-// liveEvery is how often a live line is written out in full when the log is not a terminal.
-const liveEvery = 30 * time.Second
+// Every is how often a live line is written out in full when the log is not a terminal.
+const Every = 30 * time.Second
 
-// liveLine writes a run's progress (training steps, evaluated samples). On a terminal it is one line rewritten in
+// Line writes a run's progress (training steps, evaluated samples). On a terminal it is one line rewritten in
 // place with "\r"; anywhere else (a log file, a pipe, a Slurm job's output, a parent runner) the carriage returns
-// would pile every update into one huge line, so an update is written as a full line at most every liveEvery, and
+// would pile every update into one huge line, so an update is written as a full line at most every Every, and
 // End writes the last update if it has not been written yet.
-type liveLine struct {
+type Line struct {
 	w       io.Writer
 	tty     bool
 	every   time.Duration
@@ -24,8 +26,9 @@ type liveLine struct {
 	wrote   bool   // an update was written since the last End (terminal: the line is open)
 }
 
-func newLiveLine(w io.Writer) *liveLine {
-	return &liveLine{w: w, tty: isTerminal(w), every: liveEvery}
+// New returns the live line of w.
+func New(w io.Writer) *Line {
+	return &Line{w: w, tty: isTerminal(w), every: Every}
 }
 
 // EveryUpdate is implemented by a progress writer that wants every update as on a terminal (a UI, or a test that
@@ -46,7 +49,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 // Update replaces the live line with the formatted text.
-func (l *liveLine) Update(format string, args ...any) {
+func (l *Line) Update(format string, args ...any) {
 	msg := strings.TrimRight(fmt.Sprintf(format, args...), " ")
 	if l.tty {
 		fmt.Fprintf(l.w, "\r%s   ", msg)
@@ -62,7 +65,7 @@ func (l *liveLine) Update(format string, args ...any) {
 
 // End finishes the live line: on a terminal a newline after the last update, elsewhere the last update when it
 // was not written yet.
-func (l *liveLine) End() {
+func (l *Line) End() {
 	switch {
 	case l.tty && l.wrote:
 		fmt.Fprintln(l.w)
