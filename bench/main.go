@@ -91,6 +91,13 @@ func main() {
 	dpList := flag.String("data-parallel", "1", "comma-separated device counts to measure each case on (train.data_parallel)")
 	scaleBatch := flag.Bool("scale-batch", false, "with -data-parallel: global batch = the shape's batch × devices")
 	flag.Parse()
+	// bench sets these per method (and clears them after it); a value from the caller would silently apply to the
+	// first method only.
+	for _, v := range []string{"NATSBENCH_MASKED_ATTENTION", "NATSBENCH_DIAG", "NATSBENCH_CARRIER"} {
+		if os.Getenv(v) != "" {
+			fail(fmt.Errorf("%s is set in the environment: bench sets it per method (-methods); unset it", v))
+		}
+	}
 	if *evalMode {
 		if err := benchEval(*backendF, *configs, *methods, *evalCtx, *evalBatch, *bf16, *out); err != nil {
 			fail(err)

@@ -2,12 +2,12 @@ package finetune
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/gomlx/compute"
 
 	"natsbench/llama"
+	"natsbench/model"
 	"natsbench/nats"
 )
 
@@ -106,8 +106,7 @@ func dtypeBytes(dtype string) int {
 // autoFused reports whether llama.AttentionAuto takes the fused path for compute dtype (as llama.Options decides it
 // for a NAtS structured mask): in bf16, unless the environment turns the fused (masked) path off.
 func autoFused(dtype string) bool {
-	return dtype == "bfloat16" && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" &&
-		os.Getenv("NATSBENCH_MASKED_ATTENTION") != "materialized"
+	return dtype == "bfloat16" && model.FusedAttentionAllowed(true)
 }
 
 // TinyLlama is a small Llama architecture (grouped-query, 2 layers, hidden 64) for probes on the CPU.

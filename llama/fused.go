@@ -2,7 +2,6 @@ package llama
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph"
@@ -51,10 +50,7 @@ func (o Options) fused(mo model.MaskOut, dt dtypes.DType) bool {
 	case AttentionFused:
 		return true
 	case AttentionAuto:
-		if !dt.IsHalfPrecision() || os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") != "" {
-			return false
-		}
-		return mo.Hard == nil || os.Getenv("NATSBENCH_MASKED_ATTENTION") != "materialized"
+		return dt.IsHalfPrecision() && model.FusedAttentionAllowed(mo.Hard != nil)
 	}
 	panic(fmt.Errorf("llama: unknown Options.Attention %d", o.Attention))
 }
@@ -69,7 +65,7 @@ func fusedAttention(c Config, q, k, v *Node, mo model.MaskOut, allowed *Node) *N
 		opt := gattention.CoreOptions{UseCausalMask: true}
 		if c.SlidingWindow > 0 {
 			// cuDNN takes an additive bias of exactly [b, h, s, s].
-			opt.AttentionBias = BroadcastToDims(Reshape(windowBias(allowed, q.DType()), 1, 1, s, s), b, h, s, s)
+			opt.AttentionBias = BroadcastToDims(Reshape(model.MaskBias(allowed, q.DType()), 1, 1, s, s), b, h, s, s)
 		}
 		att, _ := gattention.Core(q, k, v, gattention.LayoutBHSD, opt)
 		return att
@@ -87,12 +83,3 @@ func fusedAttention(c Config, q, k, v *Node, mo model.MaskOut, allowed *Node) *N
 	return model.FusedMaskedAttention(q, k, v, mo)
 }
 
-// windowBias is the additive form of allowed `[s, s]` in dtype dt: 0 where allowed, a large negative elsewhere
-// (−30000 in half precision, as model.FusedMaskedAttention uses; −1e9 otherwise). No gradient.
-func windowBias(allowed *Node, dt dtypes.DType) *Node {
-	neg := Scalar(allowed.Graph(), dt, -1e9)
-	if dt.IsHalfPrecision() {
-		neg = Scalar(allowed.Graph(), dt, -30000)
-	}
-	return StopGradient(Where(allowed, ZerosLike(neg), neg))
-}

@@ -137,6 +137,10 @@ func TestAttentionPathChoice(t *testing.T) {
 // steps of the largest entry (2⁻⁸ relative each; measured: one step); 4 steps is the bound, while a dropped window
 // or mask moves the states by O(0.1–1) (TestFusedTeacherMatchesMaterialized).
 func TestFusedBF16Forward(t *testing.T) {
+	// AttentionAuto must take the fused path here: a caller's environment switching it off would make the test
+	// compare the materialised path with itself.
+	t.Setenv("NATSBENCH_NO_FUSED_ATTENTION", "")
+	t.Setenv("NATSBENCH_MASKED_ATTENTION", "")
 	tokens := []int32{1, 5, 9, 22, 7, 7, 30, 11, 4, 0, 35, 12}
 	s := len(tokens)
 	for name, c := range testConfigs() {

@@ -45,6 +45,11 @@ func HoldWeights(m *Model, dtype string) ([]*tensors.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	for i, v := range m.Params.Values { // every dtype checked before any conversion starts
+		if v.DType() != dt && (v.DType() != dtypes.Float32 || dt != dtypes.BFloat16) {
+			return nil, fmt.Errorf("hold weights: %s is %s, cannot hold it in %s", m.Params.Specs[i].Name, v.DType(), dtype)
+		}
+	}
 	out := make([]*tensors.Tensor, len(m.Params.Values))
 	errs := make([]error, len(out))
 	var wg sync.WaitGroup
@@ -52,9 +57,6 @@ func HoldWeights(m *Model, dtype string) ([]*tensors.Tensor, error) {
 		if v.DType() == dt {
 			out[i] = v
 			continue
-		}
-		if v.DType() != dtypes.Float32 || dt != dtypes.BFloat16 {
-			return nil, fmt.Errorf("hold weights: %s is %s, cannot hold it in %s", m.Params.Specs[i].Name, v.DType(), dtype)
 		}
 		wg.Add(1)
 		go func() {

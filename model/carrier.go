@@ -31,9 +31,28 @@ import (
 // NATSBENCH_NO_FUSED_ATTENTION is set (no fused attention at all) or NATSBENCH_MASKED_ATTENTION=materialized (the
 // materialised mask for masked attention only; the benchmark compares the two). Read when a graph is built. Tests
 // switch it.
-var useFusedMasked = func(cfg Config) bool {
-	return cfg.IsBF16() && os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") == "" &&
-		os.Getenv("NATSBENCH_MASKED_ATTENTION") != "materialized"
+var useFusedMasked = func(cfg Config) bool { return cfg.IsBF16() && FusedAttentionAllowed(true) }
+
+// FusedAttentionAllowed reports whether the environment lets half-precision attention run on the fused kernel:
+// not when NATSBENCH_NO_FUSED_ATTENTION is set, and for a structured (NAtS) mask (masked) not when
+// NATSBENCH_MASKED_ATTENTION=materialized. The one place both switches are read (the GPT model here, the Llama
+// fine-tuning path in package llama and finetune's memory probe).
+func FusedAttentionAllowed(masked bool) bool {
+	if os.Getenv("NATSBENCH_NO_FUSED_ATTENTION") != "" {
+		return false
+	}
+	return !masked || os.Getenv("NATSBENCH_MASKED_ATTENTION") != "materialized"
+}
+
+// MaskBias is the additive attention bias of the Bool allowed in dtype dt: 0 where allowed, a large negative
+// elsewhere (−30000 in half precision, which bf16/f16 represent and exp sends to 0; −1e9 otherwise), with no
+// gradient.
+func MaskBias(allowed *Node, dt dtypes.DType) *Node {
+	neg := Scalar(allowed.Graph(), dt, -1e9)
+	if dt.IsHalfPrecision() {
+		neg = Scalar(allowed.Graph(), dt, -30000)
+	}
+	return StopGradient(Where(allowed, ZerosLike(neg), neg))
 }
 
 // FusedMaskedAttention is attention of q `[b,h,s,hd]` over k, v `[b,kv,s,hd]` under the structured mask of mo
@@ -45,15 +64,10 @@ func FusedMaskedAttention(q, k, v *Node, mo MaskOut) *Node {
 	b, h, s := dims[0], dims[1], dims[2]
 	kv := k.Shape().Dimensions[1]
 	rep := h / kv
-	g := q.Graph()
 	// Additive bias [b, h, s, s] in the compute dtype: 0 where Hard, a large negative elsewhere (every row keeps
 	// its own key, so no row is empty).
 	hardH := Reshape(BroadcastToDims(InsertAxes(mo.Hard, 2), b, kv, rep, s, s), b, h, s, s)
-	neg := Scalar(g, q.DType(), -1e9)
-	if q.DType() == dtypes.BFloat16 || q.DType() == dtypes.Float16 {
-		neg = Scalar(g, q.DType(), -30000)
-	}
-	bias := StopGradient(Where(hardH, ZerosLike(neg), neg))
+	bias := MaskBias(hardH, q.DType())
 	att, _ := attention.Core(q, k, v, attention.LayoutBHSD, attention.CoreOptions{UseCausalMask: true, AttentionBias: bias})
 	if len(mo.Terms) == 0 || os.Getenv("NATSBENCH_DIAG") == "nocarrier" {
 		return att // NATSBENCH_DIAG=nocarrier: timing diagnostics only (bench -methods nats-nocarrier): no scorer gradient
