@@ -11,6 +11,7 @@
 #   device:      scripts/device_finetune_passkey.sh .carry/dev   (carry .carry/dev, or only its runner.xz to
 #                stay under the 64 MiB a call carries: the haystacks are then testdata/pg19)
 # Leaves in $OUT: passkeygen.log, pretrain.log, train_log.json (the base model's training and held-out accuracy),
+# passkey-llama.tar.gz (the base model folder),
 # finetune.log, summary.md, finetune-passkey-results.tar.gz (run folders without ckpt/). Unpack here with
 #   mkdir -p results/finetune_passkey && tar -xzf finetune-passkey-results.tar.gz -C results/finetune_passkey
 set -uo pipefail
@@ -33,6 +34,8 @@ $bin/runner passkeygen -tokenizer llama/testdata/tok512.bin -haystack data/pg19-
 PYTHONUNBUFFERED=1 timeout $((${PRETRAIN_S:-150} + 120)) python3 scripts/train_passkey_llama.py --data $pk \
 	--out data/passkey-llama --seconds "${PRETRAIN_S:-150}" 2>&1 | tee "$OUT/pretrain.log" | grep -E 'model:|heldout|trained|rror'
 cp data/passkey-llama/train_log.json "$OUT/" 2>/dev/null
+# The base model itself (3.2M parameters, ~13 MB in float32), so that later runs can reuse it without pretraining.
+tar -C data -czf "$OUT/passkey-llama.tar.gz" passkey-llama 2>/dev/null
 timeout -k 10 "${FT_S:-240}" $bin/runner -sweep finetune_passkey.toml -out $res -backend xla:cuda >>"$OUT/finetune.log" 2>&1
 echo "sweep finetune_passkey.toml: exit $? (124 = cut at ${FT_S:-240} s)" | tee -a "$OUT/finetune.log"
 timeout 60 $bin/runner report -sweep finetune_passkey.toml -out $res >"$OUT/report.log" 2>&1

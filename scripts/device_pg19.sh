@@ -3,7 +3,7 @@
 # between calls made within its idle window; the sweep runs in the background, detached, and survives the end of
 # each call).
 #
-#   build here:  scripts/device_pg19.sh pack            (xz'd runner/bench/model.test + pg19-subset into .carry/dev)
+#   build here:  scripts/device_pg19.sh pack            (xz'd runner/bench/model.test/memest + pg19-subset into .carry/dev)
 #   call 1:      scripts/device_pg19.sh start .carry/dev 540   (GPU checks and bench, then the sweep; waits ≤540 s)
 #   call 2..n:   scripts/device_pg19.sh wait  .carry/dev 570   (waits for the sweep ≤570 s)
 #   fresh machine, finished runs kept: `pack` puts the committed results/pg19 run folders in DIR/seed.tar.gz;
@@ -26,7 +26,8 @@ if [ "$cmd" = pack ]; then
 	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/runner" ./runner
 	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/bench" ./bench
 	CGO_ENABLED=1 go test -buildvcs=true -c -tags 'xla gpu' -ldflags "-s -w" -o "$dir/model.test" ./model
-	xz -T2 -6 -f "$dir/runner" "$dir/bench" "$dir/model.test"
+	CGO_ENABLED=1 go build -buildvcs=true -tags xla -ldflags "-s -w" -o "$dir/memest" ./finetune/cmd/memest
+	xz -T2 -6 -f "$dir/runner" "$dir/bench" "$dir/model.test" "$dir/memest"
 	# The committed results seed a resumed sweep: their runs are DONE and skipped (no checkpoints: a `from` run
 	# whose source is not retrained on the device fails, naming it).
 	tar -C results --exclude=figures -czf "$dir/seed.tar.gz" pg19
