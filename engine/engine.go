@@ -594,6 +594,9 @@ type StepOut struct {
 	// Seconds is the wall time of the step; HostSeconds the part spent in the host table; DeviceSeconds the time
 	// from launching the step graph to having its greedy tokens on the host.
 	Seconds, HostSeconds, DeviceSeconds float64
+	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
+	// and when the capacity grows).
+	CommitSeconds float64
 }
 
 // Step feeds tokens `[batch]` at the next position (teacher forcing) and returns the step's logits and argmax.
@@ -625,10 +628,12 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	start := time.Now()
 	R := e.Options.Staging
+	var commitDur time.Duration
 	if int(pos-e.base) >= R {
 		if err := e.commit(e.Kr, e.Vr, e.base, pos); err != nil {
 			return StepOut{}, err
 		}
+		commitDur = time.Since(start)
 	}
 	hostStart := time.Now()
 	if err := e.place(pos, 0); err != nil {
@@ -636,9 +641,11 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	host := time.Since(hostStart)
 	if e.tab.Cap() != e.devCap {
+		growStart := time.Now()
 		if err := e.commit(e.Kr, e.Vr, e.base, pos); err != nil {
 			return StepOut{}, err
 		}
+		commitDur += time.Since(growStart)
 	}
 	ridx := pos - e.base
 	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
@@ -708,7 +715,8 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	host += time.Since(hostStart)
 	e.pos++
 	e.next = argmax
-	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds()}, nil
+	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds(),
+		CommitSeconds: commitDur.Seconds()}, nil
 }
 
 // stepAttn maps the step's attention `[L, B, KV, devCap+R]` to table slots `[L][B·KV·Cap]`.
@@ -744,6 +752,9 @@ type DecodeResult struct {
 	// DeviceSeconds the step graphs' part (launch to greedy tokens on the host).
 	StepSeconds                         []float64
 	Seconds, HostSeconds, DeviceSeconds float64
+	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
+	// and when the capacity grows).
+	CommitSeconds float64
 }
 
 // Decode emits up to n tokens per row greedily: each emitted token is the pending greedy choice (the first comes
@@ -797,6 +808,7 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 		res.StepSeconds = append(res.StepSeconds, so.Seconds)
 		res.HostSeconds += so.HostSeconds
 		res.DeviceSeconds += so.DeviceSeconds
+		res.CommitSeconds += so.CommitSeconds
 	}
 	if len(res.StepSeconds) > 0 {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)

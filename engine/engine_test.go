@@ -187,14 +187,24 @@ func TestDecodeStepsEqualForward(t *testing.T) {
 				t.Fatal(err)
 			}
 			V := cfg.VocabSize
+			commits := 0
 			for i := P; i < P+N; i++ {
 				so, err := e.Step([]int32{seq[0][i]})
 				if err != nil {
 					t.Fatal(err)
 				}
+				if so.CommitSeconds < 0 || so.CommitSeconds > so.Seconds {
+					t.Fatalf("position %d: commit %g s of a %g s step", i, so.CommitSeconds, so.Seconds)
+				}
+				if so.CommitSeconds > 0 {
+					commits++
+				}
 				if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
 					t.Fatalf("position %d: max |Δlogit| = %g", i, d)
 				}
+			}
+			if commits < N/3-1 { // staging of 3 slots: a commit every 3 steps
+				t.Fatalf("%d of %d steps report commit time, want about every third", commits, N)
 			}
 			checkTable(t, e, m.evictor)
 		})
@@ -600,8 +610,12 @@ func TestFullCapacityIsTight(t *testing.T) {
 			t.Fatalf("position %d: max |Δlogit| = %g", i, d)
 		}
 	}
-	if _, err := e.Decode(1); err != nil { // the last of the MaxNewTokens
+	dr, err := e.Decode(1) // the last of the MaxNewTokens
+	if err != nil {
 		t.Fatalf("Decode within MaxNewTokens under a limit that holds the buffers: %v", err)
+	}
+	if dr.CommitSeconds != 0 {
+		t.Fatalf("a step without a commit reports %g s of committing", dr.CommitSeconds)
 	}
 	if e.Cap() != 3072 {
 		t.Fatalf("capacity grew to %d while decoding within MaxNewTokens", e.Cap())

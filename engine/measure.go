@@ -49,6 +49,7 @@ type Result struct {
 	DecodeMedian, DecodeP90         float64   // ms per token
 	HostMsPerToken                  float64   // median over runs of the host-table part of a step, ms
 	DeviceMsPerToken                float64   // median over runs of the step graph's part (launch to tokens on the host), ms
+	CommitMsPerToken                float64   // median over runs of the commits' part (staged tokens moved, growth), ms
 	PeakCacheBytes, PeakChunkBytes  int64     // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
 	LiveBytes                       int64     // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
 	KVFraction, KVTokens            float64   // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
@@ -72,7 +73,7 @@ type Row struct {
 }
 
 // Rows returns the result as long-format rows: prefill_seconds(_p90), decode_ms_per_token(_p90),
-// host_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
+// host_ms_per_token, device_ms_per_token, commit_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
 // kv_bytes_per_step, kept_kv_bytes, bandwidth_bytes_per_second, bandwidth_floor_ms, buffer_floor_ms.
 func (r Result) Rows() []Row {
 	n := int64(r.Repeats)
@@ -87,6 +88,7 @@ func (r Result) Rows() []Row {
 		row("decode_ms_per_token_p90", r.DecodeP90, n),
 		row("host_ms_per_token", r.HostMsPerToken, n),
 		row("device_ms_per_token", r.DeviceMsPerToken, n),
+		row("commit_ms_per_token", r.CommitMsPerToken, n),
 		row("peak_cache_bytes", float64(r.PeakCacheBytes), 1),
 		row("peak_chunk_bytes", float64(r.PeakChunkBytes), 1),
 		row("kv_fraction", r.KVFraction, 1),
@@ -158,7 +160,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	res := Result{Method: o.Method, Backend: e.Backend.String(), PromptLen: o.PromptLen, Batch: o.Batch, Chunk: o.Chunk,
 		DecodeTokens: o.DecodeTokens, Repeats: o.Repeats}
 	goBackend := e.Backend.String() == "go"
-	var host, dev []float64
+	var host, dev, commit []float64
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
 		pr, err := e.Prefill(prompt, o.Chunk)
 		if err != nil {
@@ -183,10 +185,12 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 		res.DecodeMsPerToken = append(res.DecodeMsPerToken, 1e3*s/steps)
 		host = append(host, 1e3*dr.HostSeconds/steps)
 		dev = append(dev, 1e3*dr.DeviceSeconds/steps)
+		commit = append(commit, 1e3*dr.CommitSeconds/steps)
 	}
 	res.PrefillMedian, res.PrefillP90 = quantile(res.PrefillSeconds, 0.5), quantile(res.PrefillSeconds, 0.9)
 	res.DecodeMedian, res.DecodeP90 = quantile(res.DecodeMsPerToken, 0.5), quantile(res.DecodeMsPerToken, 0.9)
 	res.HostMsPerToken, res.DeviceMsPerToken = quantile(host, 0.5), quantile(dev, 0.5)
+	res.CommitMsPerToken = quantile(commit, 0.5)
 	if res.PrefillMedian > 0 {
 		res.PrefillTokensS = float64(o.PromptLen*o.Batch) / res.PrefillMedian
 	}
