@@ -16,7 +16,7 @@ dir=${1:-.carry/dev}
 bin=/tmp/bin
 mkdir -p $bin "$OUT" /tmp/diag
 export GOMLX_NO_AUTO_INSTALL=1
-for f in runner bench; do xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
+for f in runner $([ "${BENCH:-0}" = 1 ] && echo bench); do xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 diag() { # variant XLA_FLAGS seconds
