@@ -287,7 +287,7 @@ func runLongBench(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir 
 		}
 		return out, emitted, eos, e.KVFraction(), e.KVTokens(), nil
 	}
-	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, tok, gen)
+	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, tok, gen, longbench.PostNone)
 }
 
 // lbLengths returns per task the prompt budget (longbench.max_length, or room − the task's new tokens) and the
@@ -315,10 +315,10 @@ func lbLengths(lc LongBenchConfig, tasks []lbTask, room int, roomName string) (m
 }
 
 // predictLongBench predicts every sample of tasks with gen (prompts built by tok, middle-truncated to maxLen[ti]
-// tokens, at most maxNew[ti] new tokens), writes DIR/pred/<task>.jsonl, scores them (DIR/pred/result.json) and
+// tokens, at most maxNew[ti] new tokens; each answer post-processed by post), writes DIR/pred/<task>.jsonl, scores them (DIR/pred/result.json) and
 // writes DIR/samples.jsonl and the rows: the part of runLongBench shared by every model family.
 func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, tasks []lbTask, chat longbench.ChatTemplate,
-	maxLen, maxNew []int, tok lbTokenizer, gen lbGenerate) error {
+	maxLen, maxNew []int, tok lbTokenizer, gen lbGenerate, post longbench.PostProcess) error {
 	pdir := filepath.Join(dir, predDir)
 	if err := os.RemoveAll(pdir); err != nil { // a rerun starts over: no stale prediction file may be scored
 		return err
@@ -343,7 +343,7 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 			if s.ID != "" {
 				where += " (_id " + s.ID + ")"
 			}
-			rec, err := predictSample(tok, t.name, s, maxLen[ti], maxNew[ti], chat, func(ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
+			rec, err := predictSample(tok, post, t.name, s, maxLen[ti], maxNew[ti], chat, func(ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
 				return gen(ti, ids, maxNew)
 			})
 			if err != nil {
@@ -386,9 +386,9 @@ func predictLongBench(ctx context.Context, info runInfo, dir string, env Env, ta
 	return results.WriteRows(filepath.Join(dir, results.MetricsFile), rows)
 }
 
-// predictSample builds, truncates and tokenises one prompt, decodes greedily with gen and returns the sample's
-// record (score not yet set).
-func predictSample(tok lbTokenizer, task string, s longbench.Sample, maxLen, maxNew int, chat longbench.ChatTemplate,
+// predictSample builds, truncates and tokenises one prompt, decodes greedily with gen, post-processes the decoded
+// answer (post: longbench.PostNone or PostLlama3, resolved) and returns the sample's record (score not yet set).
+func predictSample(tok lbTokenizer, post longbench.PostProcess, task string, s longbench.Sample, maxLen, maxNew int, chat longbench.ChatTemplate,
 	gen func(ids []int, maxNew int) ([]int, int, bool, float64, float64, error)) (lbSample, error) {
 	start := time.Now()
 	prompt, err := longbench.BuildModelPrompt(task, s, tok, maxLen, chat)
@@ -422,6 +422,9 @@ func predictSample(tok lbTokenizer, task string, s longbench.Sample, maxLen, max
 	}
 	rec.Pred = tok.Decode(out)
 	if err := tok.Err(); err != nil {
+		return lbSample{}, err
+	}
+	if rec.Pred, err = post.Apply(rec.Pred); err != nil { // the answer only, never the prompt (hf_pred.py)
 		return lbSample{}, err
 	}
 	rec.KVFraction, rec.KVTokens = kvFrac, kvTok

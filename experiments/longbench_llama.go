@@ -102,25 +102,6 @@ func (l llamaTokenizer) Decode(ids []int) string {
 
 func (llamaTokenizer) Err() error { return nil }
 
-// postTokenizer post-processes the decoding of each generated answer: gen arms it when it returns the answer's
-// tokens, and the next Decode — predictSample's tok.Decode(out), which directly follows gen — applies post and
-// disarms. Prompt truncation decodes before gen, unarmed, so prompts are never post-processed (hf_pred.py
-// post-processes the prediction only). TestLlamaPredictPostProcess checks the pairing through predictLongBench.
-type postTokenizer struct {
-	lbTokenizer
-	post  longbench.PostProcess
-	armed bool
-}
-
-func (p *postTokenizer) Decode(ids []int) string {
-	s := p.lbTokenizer.Decode(ids)
-	if p.armed {
-		p.armed = false
-		s, _ = p.post.Apply(s) // post is resolved (llama-3 or none): Apply cannot fail
-	}
-	return s
-}
-
 // llama3Vocab is the vocabulary size of every Llama-3 model (3, 3.1, 3.2): 128000 byte-level BPE tokens and 256
 // special ones.
 const llama3Vocab = 128256
@@ -459,19 +440,18 @@ func runLongBenchLlama(ctx context.Context, rc RunConfig, info runInfo, dir, fro
 		return err
 	}
 	cfg := gbase.Config
-	ptok, gen := llamaPredict(llamaTokenizer{tok: tok, cfg: cfg, skip: skip}, post, cfg.IsEOS,
+	ltok, gen := llamaPredict(llamaTokenizer{tok: tok, cfg: cfg, skip: skip}, cfg.IsEOS,
 		func(ti int, ids []int, maxNew int) (finetune.Generation, error) {
 			return gens[ti].Generate(ids, maxNew)
 		})
-	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, ptok, gen)
+	return predictLongBench(ctx, info, dir, env, tasks, chat, maxLen, maxNew, ltok, gen, post)
 }
 
 // llamaPredict returns the tokenizer and the generate function predictLongBench takes for a Llama model: generate
-// decodes greedily for the task of index ti; a final stop id (isStop) is cut off the answer; the decoding of each
-// answer is post-processed by post (resolved: llama-3 or none), the prompt's never (postTokenizer).
-func llamaPredict(tok lbTokenizer, post longbench.PostProcess, isStop func(int) bool,
+// decodes greedily for the task of index ti; a final stop id (isStop) is cut off the answer. (predictLongBench
+// post-processes each decoded answer.)
+func llamaPredict(tok lbTokenizer, isStop func(int) bool,
 	generate func(ti int, ids []int, maxNew int) (finetune.Generation, error)) (lbTokenizer, lbGenerate) {
-	ptok := &postTokenizer{lbTokenizer: tok, post: post}
 	gen := func(ti int, ids []int, maxNew int) ([]int, int, bool, float64, float64, error) {
 		res, err := generate(ti, ids, maxNew)
 		if err != nil {
@@ -481,8 +461,7 @@ func llamaPredict(tok lbTokenizer, post longbench.PostProcess, isStop func(int) 
 		if n := len(out); n > 0 && isStop(out[n-1]) {
 			out, eos = out[:n-1], true
 		}
-		ptok.armed = true // the next Decode is this answer's
 		return out, len(res.Tokens), eos, res.KVFraction, res.KVTokens, nil
 	}
-	return ptok, gen
+	return tok, gen
 }

@@ -515,7 +515,7 @@ func TestLongBenchLlamaPostProcessRun(t *testing.T) {
 }
 
 // TestLlamaPredictPostProcess: the tokenizer and generate function of the Llama path (llamaPredict), fed to
-// predictLongBench with a scripted generator, post-process every answer — each separator, several, outer space —
+// predictLongBench with a scripted generator and the resolved post-processing, post-process every answer — each separator, several, outer space —
 // in pred/<task>.jsonl and samples.jsonl, cut a final stop id, leave an answer without separator as decoded and
 // never touch the prompt (its ids are those of the plain tokenizer, truncation included); with "none" the
 // answers stay as decoded.
@@ -570,11 +570,11 @@ func TestLlamaPredictPostProcess(t *testing.T) {
 			}
 			return finetune.Generation{Tokens: out, KVFraction: 1, KVTokens: float64(len(ids))}, nil
 		}
-		ptok, gen := llamaPredict(lt, post, base.Config.IsEOS, generate)
+		ltok, gen := llamaPredict(lt, base.Config.IsEOS, generate)
 		dir := t.TempDir()
 		info := runInfo{id: "x", sweep: "t", key: "x,seed=0", name: "x", method: "full"}
 		if err := predictLongBench(context.Background(), info, dir, Env{Log: io.Discard}, []lbTask{task}, longbench.ChatNone,
-			[]int{maxLen}, []int{8}, ptok, gen); err != nil {
+			[]int{maxLen}, []int{8}, ltok, gen, post); err != nil {
 			t.Fatal(err)
 		}
 		got := readSamples(t, dir)
