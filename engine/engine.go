@@ -494,19 +494,24 @@ func (e *Engine) place(pos int32, extra int) error {
 }
 
 // commit moves the staged tokens at positions [base, upto) into the committed cache, resizing it to the table's
-// capacity; sk, sv are the staged K/V per layer (`[B, KV, S, hd]`, position base at index 0).
+// capacity; sk, sv are the staged K/V per layer (`[B, KV, S, hd]`, position base at index 0). The same graph
+// derives the validity mask of the new layout (a slot is valid iff it holds a position below upto; the staging
+// columns start empty), so the step after a commit uploads no mask: the table's evictions up to now are in it,
+// and the updates queued for the old layout are dropped.
 func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
 	nc := e.tab.Cap()
-	src := make([]int32, L*B*H*nc)
+	src := make([]int32, L*B*H*nc) // source column in [committed | staged], or −1: the slot is not valid
 	for li, l := range e.tab.Layers() {
 		for k, p := range l.Pos {
 			s := k % nc
 			i := li*B*H*nc + k
 			switch {
-			case p >= base && p < upto:
+			case p < 0 || p >= upto: // free, or placed after upto (it is staged anew)
+				src[i] = -1
+			case p >= base:
 				src[i] = int32(e.devCap) + p - base
-			case s < e.devCap:
+			default: // committed before: p < base holds only in the slots the old layout had
 				src[i] = int32(s)
 			}
 		}
@@ -524,10 +529,14 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 	}
 	e.garbage = append(e.garbage, e.K...)
 	e.garbage = append(e.garbage, e.V...)
-	e.K, e.V = out[:L], out[L:]
+	if e.valid != nil {
+		e.garbage = append(e.garbage, e.valid)
+	}
+	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
 	e.devCap = nc
 	e.base = upto
-	e.needFull = true
+	e.needFull = false
+	clear(e.updN)
 	e.track(0)
 	return nil
 }

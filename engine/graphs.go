@@ -353,8 +353,9 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 
 // commitGraph moves staged tokens into the committed buffers and resizes them: inputs per layer K, V
 // `[B, KV, Cap, hd]`, per layer staged K, V `[B, KV, S, hd]`, and src `[L, B, KV, NewCap]` int32, the source of
-// every new slot in the concatenation [committed | staged] (a free slot may take any source). Outputs per layer
-// K, V `[B, KV, NewCap, hd]`.
+// every new slot in the concatenation [committed | staged], −1 for a slot that holds no valid token (its content is
+// then undefined). Outputs per layer K, V `[B, KV, NewCap, hd]`, then the validity `[L, B, KV, NewCap + R]`
+// float32 (1 where src ≥ 0; the R staging columns 0).
 func (e *Engine) commitGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
 	Ks, Vs, Ss, SVs, src := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L], in[4*L]
@@ -369,7 +370,7 @@ func (e *Engine) commitGraph(in []*Node) []*Node {
 	base := MulScalar(Add(MulScalar(row, float64(KV)), head), float64(n))
 	var outK, outV []*Node
 	for l := 0; l < L; l++ {
-		s := Reshape(Slice(src, AxisRange(l, l+1)), B, KV, newCap)
+		s := Max(Reshape(Slice(src, AxisRange(l, l+1)), B, KV, newCap), ZerosLike(base)) // −1: any source
 		idx := InsertAxes(Reshape(Add(base, s), B*KV*newCap), -1)
 		pick := func(a, b *Node) *Node {
 			all := Reshape(Concatenate([]*Node{a, b}, 2), B*KV*n, hd)
@@ -377,5 +378,9 @@ func (e *Engine) commitGraph(in []*Node) []*Node {
 		}
 		outK, outV = append(outK, pick(Ks[l], Ss[l])), append(outV, pick(Vs[l], SVs[l]))
 	}
-	return append(outK, outV...)
+	valid := ConvertDType(GreaterOrEqual(src, ZerosLike(src)), dtypes.Float32)
+	if R := e.Options.Staging; R > 0 {
+		valid = Concatenate([]*Node{valid, Zeros(g, shapes.Make(dtypes.Float32, src.Shape().Dimensions[0], B, KV, R))}, -1)
+	}
+	return append(append(outK, outV...), valid)
 }
