@@ -26,7 +26,9 @@
 // row; more, e.g. a NAtS Global token dropping many Local ones, upload the whole mask). No step rewrites the
 // committed buffers: every R steps, and when the capacity grows, one gather moves the surviving staged tokens into
 // their table slots (and resizes the buffers), and the same graph derives the new layout's validity mask from the
-// gather's sources, so no mask is rebuilt on the host or uploaded after a commit. XLA through GoMLX cannot update a buffer in place (outputs are new
+// gather's sources, so no mask is rebuilt on the host or uploaded after a commit. At an unchanged capacity the
+// sources themselves are built on the device too, from the slots the staged tokens were placed in and the
+// validity the steps left (commitDest): the host's work per commit is then O(staged tokens), not O(slots). XLA through GoMLX cannot update a buffer in place (outputs are new
 // buffers), so this keeps a step's memory traffic at one read of the cache.
 // With bf16 the weights are converted once on the device and kept (the graphs would otherwise convert the float32
 // weights on every call: 4 bytes read and 2 written per weight per step before the matmuls).

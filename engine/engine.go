@@ -57,6 +57,7 @@ type Engine struct {
 	ok                                           bool
 	spec                                         spec
 	prefillExec, probeExec, stepExec, commitExec *graph.Exec
+	commitDestExec                               *graph.Exec
 
 	tab        table
 	batch      int
@@ -72,9 +73,15 @@ type Engine struct {
 	updIdx     []int32 // [rows·E] flat indices into valid
 	updVal     []float32
 	updN       []int32 // per row
-	garbage    []*tensors.Tensor
-	peakCache  int64
-	peakTotal  int64
+	// stagedSlots[i·rows + r] is the slot row r gave the token staged at index i (position base + i) during
+	// decoding; recN counts the indices recorded since the last commit (−1: a gap, so the next commit takes the
+	// host path).
+	stagedSlots []int32
+	recN        int
+	destCommits int // commits that took commitDest (tests check that decoding exercises it)
+	garbage     []*tensors.Tensor
+	peakCache   int64
+	peakTotal   int64
 
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
@@ -145,6 +152,9 @@ func (e *Engine) init() error {
 		return err
 	}
 	if e.commitExec, err = mk(e.commitGraph); err != nil {
+		return err
+	}
+	if e.commitDestExec, err = mk(e.commitDestGraph); err != nil {
 		return err
 	}
 	e.ok = true
@@ -409,6 +419,7 @@ func (e *Engine) reset(B, capacity int) error {
 	rows := L * B * KV
 	E := e.Options.MaxUpdates
 	e.updIdx, e.updVal, e.updN = make([]int32, rows*E), make([]float32, rows*E), make([]int32, rows)
+	e.stagedSlots, e.recN = make([]int32, rows*R), 0
 	e.needFull = true
 	e.peakCache, e.peakTotal = 0, 0
 	e.track(0)
@@ -501,6 +512,11 @@ func (e *Engine) place(pos int32, extra int) error {
 func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
 	nc := e.tab.Cap()
+	defer func() { e.recN = 0 }()
+	if R := e.Options.Staging; nc == e.devCap && !e.needFull && e.valid != nil && sk[0].Shape().Dimensions[2] == R &&
+		e.recN == int(upto-base) && (e.Backend.String() != "go" || L*B*H*nc*R <= maxDestElems) {
+		return e.commitDest(sk, sv, base, upto)
+	}
 	src := make([]int32, L*B*H*nc) // source column in [committed | staged], or −1: the slot is not valid
 	for li, l := range e.tab.Layers() {
 		for k, p := range l.Pos {
@@ -537,6 +553,55 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 	e.base = upto
 	e.needFull = false
 	clear(e.updN)
+	e.track(0)
+	return nil
+}
+
+// maxDestElems bounds commitDestGraph's [L, B, KV, Cap, R] slot-matching intermediate on the pure-Go backend,
+// which materialises it (XLA fuses it into one reduction); past it the host builds the sources (commit).
+const maxDestElems = 1 << 24
+
+// commitDest is commit for decoding's staging at an unchanged capacity, without the host's O(slots) pass: the
+// graph builds the gather's sources and the new validity from the staged tokens' slots (recorded when they were
+// placed), the validity the last step left and the updates queued since; a staged token evicted meanwhile is dead
+// in that validity and moves nowhere, even when a later staged token took its slot.
+func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
+	L, B, H, R, E := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.Options.Staging, e.Options.MaxUpdates
+	rows := L * B * H
+	dest := make([]int32, rows*R) // [L, B, KV, R]
+	for r := 0; r < rows; r++ {
+		for i := 0; i < R; i++ {
+			dest[r*R+i] = -1
+			if i < int(upto-base) {
+				dest[r*R+i] = e.stagedSlots[i*rows+r]
+			}
+		}
+	}
+	idx, val := make([]int32, rows*E), make([]float32, rows*E) // the queued updates only
+	for r := 0; r < rows; r++ {
+		n := int(e.updN[r])
+		copy(idx[r*E:r*E+n], e.updIdx[r*E:r*E+n])
+		copy(val[r*E:r*E+n], e.updVal[r*E:r*E+n])
+	}
+	args := make([]any, 0, 4*L+4)
+	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
+		for _, x := range t {
+			args = append(args, x)
+		}
+	}
+	args = append(args, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
+		tensors.FromFlatDataAndDimensions(idx, rows*E, 1), tensors.FromFlatDataAndDimensions(val, rows*E))
+	out, err := e.commitDestExec.Exec(args...)
+	if err != nil {
+		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
+	}
+	e.garbage = append(e.garbage, e.K...)
+	e.garbage = append(e.garbage, e.V...)
+	e.garbage = append(e.garbage, e.valid)
+	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
+	e.base = upto
+	clear(e.updN)
+	e.destCommits++
 	e.track(0)
 	return nil
 }
@@ -659,6 +724,12 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	ridx := pos - e.base
 	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
 	rows := L * B * H
+	if e.recN == int(ridx) { // the slots of this staged token, for the next commit (commitDest)
+		copy(e.stagedSlots[int(ridx)*rows:], e.tab.Slots())
+		e.recN++
+	} else {
+		e.recN = -1
+	}
 	E := e.Options.MaxUpdates
 	w := e.devCap + R
 	if e.needFull {

@@ -206,6 +206,10 @@ func TestDecodeStepsEqualForward(t *testing.T) {
 			if commits < N/3-1 { // staging of 3 slots: a commit every 3 steps
 				t.Fatalf("%d of %d steps report commit time, want about every third", commits, N)
 			}
+			if e.destCommits == 0 && (m.name == "full" || m.name == "streamingllm") {
+				t.Fatalf("no commit took the device-side path (commitDest): the test does not exercise it")
+			}
+			t.Logf("%d commits, %d on the device-side path", commits, e.destCommits)
 			checkTable(t, e, m.evictor)
 		})
 	}

@@ -358,7 +358,13 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 // float32 (1 where src ≥ 0; the R staging columns 0).
 func (e *Engine) commitGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
-	Ks, Vs, Ss, SVs, src := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L], in[4*L]
+	return e.commitFromSrc(in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L], in[4*L])
+}
+
+// commitFromSrc is commitGraph's body: the gather of every new slot from src (−1: any source, not valid) and the
+// validity of the new layout with R empty staging columns.
+func (e *Engine) commitFromSrc(Ks, Vs, Ss, SVs []*Node, src *Node) []*Node {
+	L := len(Ks)
 	g := src.Graph()
 	d := Ks[0].Shape().Dimensions
 	B, KV, capacity, hd := d[0], d[1], d[2], d[3]
@@ -380,7 +386,38 @@ func (e *Engine) commitGraph(in []*Node) []*Node {
 	}
 	valid := ConvertDType(GreaterOrEqual(src, ZerosLike(src)), dtypes.Float32)
 	if R := e.Options.Staging; R > 0 {
-		valid = Concatenate([]*Node{valid, Zeros(g, shapes.Make(dtypes.Float32, src.Shape().Dimensions[0], B, KV, R))}, -1)
+		valid = Concatenate([]*Node{valid, Zeros(g, shapes.Make(dtypes.Float32, L, B, KV, R))}, -1)
 	}
 	return append(append(outK, outV...), valid)
+}
+
+// commitDestGraph is commitGraph for decoding's staging at an unchanged capacity, with the sources built on the
+// device: inputs per layer K, V `[B, KV, Cap, hd]`, per layer staged K, V `[B, KV, R, hd]`, dest `[L, B, KV, R]`
+// int32 (the slot each staged token was placed in, −1 for none), the validity `[L, B, KV, Cap+R]` the last step
+// left, and the updates queued since (flat indices `[n, 1]`, values `[n]`, as the step takes them). A slot's
+// source is the staged token placed in it if that token is still valid, else the slot itself if it is still
+// valid, else none. Outputs as commitGraph.
+func (e *Engine) commitDestGraph(in []*Node) []*Node {
+	L := e.Cfg.NLayers
+	Ks, Vs, Ss, SVs := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L]
+	dest, valid, updIdx, updVal := in[4*L], in[4*L+1], in[4*L+2], in[4*L+3]
+	g := dest.Graph()
+	d := dest.Shape().Dimensions
+	B, KV, R := d[1], d[2], d[3]
+	capacity := Ks[0].Shape().Dimensions[2]
+	vdims := valid.Shape().Dimensions
+	v := Reshape(ScatterSum(Reshape(valid, valid.Shape().Size()), updIdx, updVal, false, false), vdims...)
+	live := GreaterThan(v, Scalar(g, dtypes.Float32, 0.5))
+	liveC := Slice(live, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, capacity))          // [L,B,KV,Cap]
+	liveS := Slice(live, AxisRange(), AxisRange(), AxisRange(), AxisRange(capacity, capacity+R)) // [L,B,KV,R]
+	five := shapes.Make(dtypes.Int32, L, B, KV, capacity, R)
+	slot := Iota(g, five, 3)
+	match := And(Equal(slot, BroadcastToDims(InsertAxes(dest, 3), five.Dimensions...)),
+		BroadcastToDims(InsertAxes(liveS, 3), five.Dimensions...))
+	// 1 + the staged index placed in each slot (0: none; at most one live staged token holds a slot).
+	m := ReduceMax(Where(match, AddScalar(Iota(g, five, 4), 1), ZerosLike(slot)), 4) // [L,B,KV,Cap]
+	self := Iota(g, shapes.Make(dtypes.Int32, L, B, KV, capacity), 3)
+	src := Where(GreaterThan(m, ZerosLike(m)), AddScalar(m, float64(capacity-1)),
+		Where(liveC, self, AddScalar(ZerosLike(self), -1)))
+	return e.commitFromSrc(Ks, Vs, Ss, SVs, src)
 }
