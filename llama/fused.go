@@ -82,4 +82,3 @@ func fusedAttention(c Config, q, k, v *Node, mo model.MaskOut, allowed *Node) *N
 	}
 	return model.FusedMaskedAttention(q, k, v, mo)
 }
-
