@@ -83,17 +83,7 @@ func readSamples(t *testing.T, dir string) []lbSample {
 // StreamingLLM and H2O with budgets matched to the NAtS run keep, per task, the NAtS run's mean kept keys
 // (rounded) at the end of generation; every run scores every task.
 func TestLongBenchLlamaRun(t *testing.T) {
-	base, err := llama.LoadLlama2C(llamaModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := t.TempDir()
-	dirOf := func(name string) string {
-		d := filepath.Join(out, "t", name)
-		os.MkdirAll(d, 0o755)
-		return d
-	}
-	writeAdapter(t, base, dirOf("ft"))
+	base, out, dirOf := llamaRunSetup(t)
 	lb := map[string]any{"data": longbenchData, "tasks": []any{"qasper", "trec", "passage_retrieval_en"}, "max_new_tokens": 4}
 	match := map[string]any{"data": longbenchData, "tasks": []any{"qasper", "trec", "passage_retrieval_en"}, "max_new_tokens": 4,
 		"match_budget": true, "prefill_chunk": 32}
@@ -472,17 +462,7 @@ func TestLongBenchLlamaPostProcessField(t *testing.T) {
 // same prompt tokens. (This model's short answers carry no separator or outer space, so they come out equal:
 // TestLlamaPredictPostProcess exercises the changes.)
 func TestLongBenchLlamaPostProcessRun(t *testing.T) {
-	base, err := llama.LoadLlama2C(llamaModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := t.TempDir()
-	dirOf := func(name string) string {
-		d := filepath.Join(out, "t", name)
-		os.MkdirAll(d, 0o755)
-		return d
-	}
-	writeAdapter(t, base, dirOf("ft"))
+	_, _, dirOf := llamaRunSetup(t)
 	samples := map[string][]lbSample{}
 	for _, post := range []string{"auto", "llama-3"} {
 		lb := map[string]any{"data": longbenchData, "tasks": []any{"trec", "passage_retrieval_en"}, "max_new_tokens": 4,
@@ -600,4 +580,22 @@ func TestLlamaPredictPostProcess(t *testing.T) {
 			}
 		}
 	}
+}
+
+// llamaRunSetup loads the bundled llama2.c model and writes a NAtS adapter for it into the run folder "ft" of a
+// temporary output root out; dirOf(name) makes and returns the folder of run name there.
+func llamaRunSetup(t *testing.T) (base *llama.Model, out string, dirOf func(name string) string) {
+	t.Helper()
+	base, err := llama.LoadLlama2C(llamaModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = t.TempDir()
+	dirOf = func(name string) string {
+		d := filepath.Join(out, "t", name)
+		os.MkdirAll(d, 0o755)
+		return d
+	}
+	writeAdapter(t, base, dirOf("ft"))
+	return base, out, dirOf
 }

@@ -1,7 +1,6 @@
 package finetune
 
 import (
-	"math"
 	"testing"
 
 	"natsbench/llama"
@@ -44,17 +43,11 @@ func TestCheckpointMatches(t *testing.T) {
 				if l0 != l1 || a0 != a1 {
 					t.Errorf("loss %v, λ term %v with checkpointing; %v, %v without", l1, a1, l0, a0)
 				}
-				worst := 0.0
-				for i := range g0 {
-					var scale, diff float64
-					for k := range g0[i] {
-						scale = math.Max(scale, math.Abs(float64(g0[i][k])))
-						diff = math.Max(diff, math.Abs(float64(g0[i][k]-g1[i][k])))
-					}
+				worst, scales := relGradDiff(g0, g1)
+				for i, scale := range scales {
 					if scale < 1e-7 {
 						t.Fatalf("%s: no gradient", tr.Scorers.Specs[i].Name)
 					}
-					worst = math.Max(worst, diff/scale)
 				}
 				t.Logf("loss %.6g; largest max|Δgrad|/max|grad| over the scorers %.2g", l0, worst)
 				if worst > 1e-6 {

@@ -151,17 +151,11 @@ func TestFusedStudentMatchesMaterialized(t *testing.T) {
 			// compare returns the largest max|Δgrad| / max|grad| over the scorers, and checks every scorer has a
 			// gradient.
 			compare := func(gf [][]float32) float64 {
-				worst := 0.0
-				for i := range gm {
-					var scale, diff float64
-					for k := range gm[i] {
-						scale = math.Max(scale, math.Abs(float64(gm[i][k])))
-						diff = math.Max(diff, math.Abs(float64(gm[i][k]-gf[i][k])))
-					}
+				worst, scales := relGradDiff(gm, gf)
+				for i, scale := range scales {
 					if scale < 1e-7 {
 						t.Fatalf("%s: no gradient (max %g): the test does not exercise the carrier", tr.Scorers.Specs[i].Name, scale)
 					}
-					worst = math.Max(worst, diff/scale)
 				}
 				return worst
 			}
@@ -207,18 +201,7 @@ func TestFusedStudentBF16(t *testing.T) {
 	toks, lab := smallSample()
 	tr := fusedTestTrainer(t, c, nats.Config{Lambda: 1e-3, Window: 3, Chunk: 1})
 	lm, _, gm := studentStep(t, tr, llama.AttentionMaterialized, toks, lab)
-	rel := func(g [][]float32) float64 {
-		worst := 0.0
-		for i := range gm {
-			var scale, diff float64
-			for k := range gm[i] {
-				scale = math.Max(scale, math.Abs(float64(gm[i][k])))
-				diff = math.Max(diff, math.Abs(float64(gm[i][k]-g[i][k])))
-			}
-			worst = math.Max(worst, diff/scale)
-		}
-		return worst
-	}
+	rel := func(g [][]float32) float64 { worst, _ := relGradDiff(gm, g); return worst }
 	lf, _, gf := studentStep(t, tr, llama.AttentionAuto, toks, lab)
 	worst := rel(gf)
 	t.Logf("bf16: loss %.5g (materialised %.5g), largest max|Δgrad|/max|grad| over the scorers %.2g", lf, lm, worst)
@@ -230,4 +213,20 @@ func TestFusedStudentBF16(t *testing.T) {
 	if w := rel(gn); w < 0.2 {
 		t.Errorf("bf16 with AttentionAuto: dropping the fused path's carrier gradient moves the scorer gradients by only %.3g: Auto did not take the fused path?", w)
 	}
+}
+
+// relGradDiff returns the largest max|got−ref| / max|ref| over the tensors of ref (a tensor's maximum difference
+// relative to its own scale), and each tensor's scale max|ref|.
+func relGradDiff(ref, got [][]float32) (worst float64, scales []float64) {
+	scales = make([]float64, len(ref))
+	for i := range ref {
+		var scale, diff float64
+		for k := range ref[i] {
+			scale = math.Max(scale, math.Abs(float64(ref[i][k])))
+			diff = math.Max(diff, math.Abs(float64(ref[i][k]-got[i][k])))
+		}
+		scales[i] = scale
+		worst = math.Max(worst, diff/scale)
+	}
+	return worst, scales
 }
