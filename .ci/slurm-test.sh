@@ -60,10 +60,16 @@ echo "PASS slurm results equal the local run"
 # 3. Kill the NAtS task mid-run (after its first checkpoint), resubmit, finish.
 "$T/runner" -sweep $sweep -out "$T/kill" -launcher slurm
 job=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["groups"][0]["job_id"])' "$T/kill/slurmci/slurm/jobs.json")
-for _ in $(seq 1 600); do
-	ls "$T"/kill/slurmci/*/ckpt/*10* >/dev/null 2>&1 && grep -qs "train nats" "$T"/kill/slurmci/slurm/g0_*_1.log && break
+# The NAtS run's own directory (its config hash, from the dry-run listing): wait for *its* first checkpoint, not any
+# run's (waiting on any run's step-10 checkpoint let a slow machine cancel NAtS before it had one).
+nats=$("$T/runner" -sweep $sweep -out "$T/kill" -dry-run | awk '$2 == "nats,seed=0" {print $3}')
+[ -n "$nats" ] || { echo "FAIL: no nats,seed=0 run in the dry-run listing"; exit 1; }
+ck="$T/kill/slurmci/$nats/ckpt/step-000000010.ckpt"
+for _ in $(seq 1 1500); do
+	[ -f "$ck" ] && break
 	sleep 0.2
 done
+[ -f "$ck" ] || { echo "FAIL: the NAtS run wrote no step-10 checkpoint ($ck) in 5 min"; ls -R "$T/kill/slurmci"; exit 1; }
 scancel "${job}_1"
 echo "cancelled task ${job}_1 (the NAtS run)"
 drain
