@@ -13,6 +13,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	live "natsbench/internal/progress"
 )
 
 // MetaFile is the name of the description Prepare writes beside the shards.
@@ -70,7 +72,7 @@ type PrepareOptions struct {
 	// id; Parquet: dataset order); 0 = all.
 	MaxBooks int
 	Workers  int       // tokenising goroutines; <= 0 = GOMAXPROCS
-	Progress io.Writer // progress lines ('\r'-terminated while running); nil = silent
+	Progress io.Writer // progress: a line rewritten in place on a terminal, whole lines every 30 s in a log; nil = silent
 	Force    bool      // re-prepare even when Dst is up to date
 }
 
@@ -400,9 +402,11 @@ func runOrdered(jobs []job, workers int, tok *Tokenizer, emit func(id string, to
 	return err
 }
 
-// progress prints "books done/total, MB, MB/s, ETA" lines ending in '\r', at most 4 per second.
+// progress reports "books done/total, MB, MB/s, ETA" through the shared live line (internal/progress: rewritten
+// in place on a terminal at most 4 times a second, whole lines every 30 s in a log file or a Slurm job's output),
+// and one summary line per split.
 type progress struct {
-	w          io.Writer
+	l          *live.Line
 	split      string
 	total      int
 	totalBytes int64
@@ -412,7 +416,11 @@ type progress struct {
 
 func newProgress(w io.Writer, split string, total int, totalBytes int64) *progress {
 	now := time.Now()
-	return &progress{w: w, split: split, total: total, totalBytes: totalBytes, start: now, last: now}
+	p := &progress{split: split, total: total, totalBytes: totalBytes, start: now, last: now}
+	if w != nil {
+		p.l = live.New(w)
+	}
+	return p
 }
 
 func (p *progress) line(done int, doneBytes int64) string {
@@ -432,15 +440,16 @@ func (p *progress) line(done int, doneBytes int64) string {
 }
 
 func (p *progress) update(done int, doneBytes int64) {
-	if p.w == nil || time.Since(p.last) < 250*time.Millisecond {
+	if p.l == nil || time.Since(p.last) < 250*time.Millisecond {
 		return
 	}
 	p.last = time.Now()
-	fmt.Fprintf(p.w, "%s   \r", p.line(done, doneBytes))
+	p.l.Update("%s", p.line(done, doneBytes))
 }
 
+// finish replaces the live line with the split's summary and ends it (the summary is written exactly once).
 func (p *progress) finish(done int, doneBytes, tokens int64) {
-	if p.w == nil {
+	if p.l == nil {
 		return
 	}
 	el := time.Since(p.start).Seconds()
@@ -448,7 +457,8 @@ func (p *progress) finish(done int, doneBytes, tokens int64) {
 	if el > 0 {
 		rate = float64(doneBytes) / 1e6 / el
 	}
-	fmt.Fprintf(p.w, "pg19: %s %d books  %.1f MB  %d tokens  %.1fs  %.2f MB/s          \n", p.split, done, float64(doneBytes)/1e6, tokens, el, rate)
+	p.l.Update("pg19: %s %d books  %.1f MB  %d tokens  %.1fs  %.2f MB/s", p.split, done, float64(doneBytes)/1e6, tokens, el, rate)
+	p.l.End()
 }
 
 func fmtDuration(s float64) string {

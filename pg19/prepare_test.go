@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -25,7 +26,17 @@ func prepareSample(t *testing.T) string {
 	if err := Prepare(PrepareOptions{Src: sampleDir, Dst: dst, Workers: 2, Progress: &log}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("prepare log:\n%s", strings.ReplaceAll(log.String(), "\r", "\n"))
+	t.Logf("prepare log:\n%s", log.String())
+	// A log that is not a terminal gets whole lines (no carriage returns) and one summary line per split.
+	if strings.Contains(log.String(), "\r") {
+		t.Errorf("carriage return in a non-terminal prepare log: %q", log.String())
+	}
+	for _, split := range []string{"train", "validation", "test"} {
+		re := regexp.MustCompile(`(?m)^pg19: ` + split + ` \d+ books .* \d+ tokens .*$`)
+		if n := len(re.FindAllString(log.String(), -1)); n != 1 {
+			t.Errorf("%d summary lines for %s in the prepare log, want 1: %q", n, split, log.String())
+		}
+	}
 	preparedDir = dst
 	return dst
 }
