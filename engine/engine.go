@@ -36,6 +36,11 @@ type Options struct {
 	// InitialCap overrides the first capacity (rounded up to a kvcache.Bucket); 0 = automatic: the policy's
 	// bound for bounded policies (Full: prompt + MaxNewTokens, see boundCap), kvcache.Bucket(0) for NAtS, which then grows with what it keeps.
 	InitialCap int
+	// GrowthSteps is the number of capacity buckets per doubling above kvcache.FineFrom slots when a growing cache
+	// (NAtS) needs more slots: the buffers are then at most (1 + 1/GrowthSteps)× what the fullest row holds,
+	// instead of up to 2× with powers of two, for up to GrowthSteps compiled steps per doubling and more (still
+	// geometric) growth copies. A power of two in [1, 64]; 1 = powers of two; 0 = the default, 4.
+	GrowthSteps int
 	// AllLogits makes Prefill return the logits of every prompt position (tests), not only the last.
 	AllLogits bool
 }
@@ -125,6 +130,12 @@ func (e *Engine) init() error {
 	}
 	if e.Options.MaxUpdates < 2 {
 		e.Options.MaxUpdates = 8
+	}
+	if e.Options.GrowthSteps == 0 {
+		e.Options.GrowthSteps = 4
+	}
+	if !kvcache.ValidSteps(e.Options.GrowthSteps) {
+		return fmt.Errorf("engine: Options.GrowthSteps = %d: must be a power of two in [1, 64]", e.Options.GrowthSteps)
 	}
 	if e.Options.MemLimitBytes < 0 {
 		return fmt.Errorf("engine: Options.MemLimitBytes = %d: must be ≥ 0", e.Options.MemLimitBytes)
@@ -399,7 +410,7 @@ func (e *Engine) chunkAttn(dst [][]float32, src []float32, t, T, devCap int, pos
 
 // reset empties the engine for a new batch with the given capacity.
 func (e *Engine) reset(B, capacity int) error {
-	t, err := newTable(e.spec, e.Evictor, e.Cfg.NLayers, B, e.Cfg.KVHeads(), capacity)
+	t, err := newTable(e.spec, e.Evictor, e.Cfg.NLayers, B, e.Cfg.KVHeads(), capacity, e.Options.GrowthSteps)
 	if err != nil {
 		return err
 	}
@@ -924,6 +935,19 @@ func (e *Engine) KVFraction() float64 {
 		s += float64(e.tab.Occupied(r))
 	}
 	return s / float64(rows) / float64(e.pos)
+}
+
+// MaxRowTokens is the largest number of kept slots of any (layer, batch row, KV head) now: the row that sets a
+// growing cache's capacity (all rows share it).
+func (e *Engine) MaxRowTokens() int {
+	if e.tab == nil {
+		return 0
+	}
+	m := 0
+	for r := range e.Cfg.NLayers * e.batch * e.Cfg.KVHeads() {
+		m = max(m, e.tab.Occupied(r))
+	}
+	return m
 }
 
 // KVTokens is the mean number of kept slots per (layer, batch row, KV head).

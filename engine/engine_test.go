@@ -626,3 +626,64 @@ func TestFullCapacityIsTight(t *testing.T) {
 	}
 	checkTable(t, e, nil)
 }
+
+// TestNAtSGrowthSteps: a NAtS cache grows in kvcache.BucketSteps buckets. With every token Global (only the
+// Global role enabled) 1100 + 4 tokens need 1104 slots: 1280 with the default 4 steps per doubling, 2048 with
+// powers of two (GrowthSteps 1). Both decode the masked forward pass's logits, and a memory limit that holds
+// 1280 slots but not 2048 lets the first run and stops the second with an error naming the growth.
+func TestNAtSGrowthSteps(t *testing.T) {
+	cfg := tiny()
+	cfg.NLayers, cfg.MaxSeqLen = 1, 1200
+	backend := testBackend(t)
+	m := mustNAtS(t, nats.Config{Window: 4, Chunk: 1, Roles: []string{"global"}})
+	params := testParams(cfg, m, 6)
+	const P, N, chunk = 1100, 4, 256
+	seq := randTokens(rand.New(rand.NewPCG(6, 3)), 1, P+N, cfg.VocabSize)
+	logits, _, err := model.NewInference(backend, cfg, m, params).Forward(seq[0], 1, P+N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := New(backend, cfg, m, policy.NAtS{Window: 4, Chunk: 1}, params, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	V := cfg.VocabSize
+	for _, c := range []struct{ steps, want int }{{0, 1280}, {4, 1280}, {1, 2048}, {64, 1104}} {
+		e, err := New(backend, cfg, m, policy.NAtS{Window: 4, Chunk: 1}, params, Options{GrowthSteps: c.steps, Staging: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Prefill([][]int32{seq[0][:P]}, chunk); err != nil {
+			t.Fatal(err)
+		}
+		for i := P; i < P+N; i++ {
+			so, err := e.Step([]int32{seq[0][i]})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
+				t.Fatalf("GrowthSteps %d, position %d: max |Δlogit| = %g", c.steps, i, d)
+			}
+		}
+		if e.Cap() != c.want {
+			t.Fatalf("GrowthSteps %d: %d tokens kept in capacity %d, want %d", c.steps, P+N, e.Cap(), c.want)
+		}
+		checkTable(t, e, policy.NAtS{Window: 4, Chunk: 1})
+
+		e, err = New(backend, cfg, m, policy.NAtS{Window: 4, Chunk: 1}, params, Options{GrowthSteps: c.steps, MemLimitBytes: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.Prefill([][]int32{seq[0][:P]}, chunk)
+		switch {
+		case c.want <= 1280 && err != nil:
+			t.Fatalf("GrowthSteps %d under a limit for 1280 slots: %v", c.steps, err)
+		case c.want > 1280 && (err == nil || !strings.Contains(err.Error(), "growing the cache to 2048 slots")):
+			t.Fatalf("GrowthSteps %d under a limit for 1280 slots: err = %v, want the growth to 2048 refused", c.steps, err)
+		}
+	}
+	if _, err := New(backend, cfg, m, policy.NAtS{Window: 4, Chunk: 1}, params, Options{GrowthSteps: 3}); err == nil || !strings.Contains(err.Error(), "GrowthSteps = 3") {
+		t.Fatalf("GrowthSteps 3: err = %v, want it refused by name", err)
+	}
+}

@@ -54,6 +54,7 @@ type Result struct {
 	LiveBytes                       int64     // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
 	KVFraction, KVTokens            float64   // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
 	Cap                             int       // final slots per (layer, row, KV head)
+	MaxRowTokens                    int       // kept slots of the fullest (layer, row, KV head) at the end of the last run
 	KVBytesPerStep                  int64     // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
 	KeptKVBytes                     int64     // K/V bytes of the kept tokens only
 	ParamBytes                      int64     // model weights (read once per step)
@@ -74,6 +75,7 @@ type Row struct {
 
 // Rows returns the result as long-format rows: prefill_seconds(_p90), decode_ms_per_token(_p90),
 // host_ms_per_token, device_ms_per_token, commit_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
+// cache_slots (capacity per row), max_row_kv_tokens (the fullest row),
 // kv_bytes_per_step, kept_kv_bytes, bandwidth_bytes_per_second, bandwidth_floor_ms, buffer_floor_ms.
 func (r Result) Rows() []Row {
 	n := int64(r.Repeats)
@@ -93,6 +95,8 @@ func (r Result) Rows() []Row {
 		row("peak_chunk_bytes", float64(r.PeakChunkBytes), 1),
 		row("kv_fraction", r.KVFraction, 1),
 		row("kv_tokens", r.KVTokens, 1),
+		row("cache_slots", float64(r.Cap), 1),
+		row("max_row_kv_tokens", float64(r.MaxRowTokens), 1),
 		row("kv_bytes_per_step", float64(r.KVBytesPerStep), 1),
 		row("kept_kv_bytes", float64(r.KeptKVBytes), 1),
 	}
@@ -196,7 +200,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	}
 	res.PeakCacheBytes, res.PeakChunkBytes = e.PeakCacheBytes()
 	res.KVFraction, res.KVTokens = e.KVFraction(), e.KVTokens()
-	res.Cap = e.Cap()
+	res.Cap, res.MaxRowTokens = e.Cap(), e.MaxRowTokens()
 	res.KVBytesPerStep = e.CacheBytes()
 	rows := float64(e.Cfg.NLayers * e.batch * e.Cfg.KVHeads())
 	res.KeptKVBytes = int64(2 * res.KVTokens * rows * float64(e.Cfg.HeadDim()) * float64(e.elemBytes()))

@@ -101,12 +101,20 @@ func TestMeasure(t *testing.T) {
 		if len(r.Rows()) < 12 {
 			t.Fatalf("%s: %d rows", c.name, len(r.Rows()))
 		}
+		if r.MaxRowTokens > r.Cap || float64(r.MaxRowTokens) < r.KVTokens {
+			t.Fatalf("%s: fullest row %d slots, mean %.1f, capacity %d", c.name, r.MaxRowTokens, r.KVTokens, r.Cap)
+		}
+		for _, row := range r.Rows() {
+			if (row.Metric == "cache_slots" && row.Value != float64(r.Cap)) || (row.Metric == "max_row_kv_tokens" && row.Value != float64(r.MaxRowTokens)) {
+				t.Fatalf("%s: row %+v, result cap %d, fullest row %d", c.name, row, r.Cap, r.MaxRowTokens)
+			}
+		}
 		t.Logf("%s: prefill %.1f ms, decode %.3f ms/token (host %.3f), cap %d, kv fraction %.3f, cache %d B, floor %.4f ms",
 			c.name, 1e3*r.PrefillMedian, r.DecodeMedian, r.HostMsPerToken, r.Cap, r.KVFraction, r.PeakCacheBytes, r.FloorMs)
 		res = append(res, r)
 	}
-	if res[0].KVFraction != 1 || res[0].Cap != 512 {
-		t.Fatalf("full attention: KV fraction %v cap %d", res[0].KVFraction, res[0].Cap)
+	if res[0].KVFraction != 1 || res[0].Cap != 512 || res[0].MaxRowTokens != 384+8 {
+		t.Fatalf("full attention: KV fraction %v cap %d fullest row %d (want 392: prompt + the 8 fed decoding steps)", res[0].KVFraction, res[0].Cap, res[0].MaxRowTokens)
 	}
 	if res[1].KVFraction > 0.2 || res[1].PeakCacheBytes*3 > res[0].PeakCacheBytes {
 		t.Fatalf("NAtS at ~5%% Global keeps %.3f of the tokens in %d bytes (full: %d)", res[1].KVFraction, res[1].PeakCacheBytes, res[0].PeakCacheBytes)

@@ -33,9 +33,10 @@ type table interface {
 	Occupied(row int) int
 }
 
-// newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS,
-// kvcache.Cache for any other evictor.
-func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity int) (table, error) {
+// newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS (growing
+// in kvcache.BucketSteps(·, steps) buckets), kvcache.Cache for any other evictor (bounded by its budget; powers of
+// two).
+func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity, steps int) (table, error) {
 	if s.kind == kindGeneric {
 		c, err := kvcache.New(layers, b, h, capacity, ev)
 		if err != nil {
@@ -43,7 +44,9 @@ func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity int) (table, er
 		}
 		return &genericTable{c: c, b: b, h: h, slots: make([]int32, layers*b*h)}, nil
 	}
-	return newFastTable(s, layers, b, h, capacity), nil
+	t := newFastTable(s, layers, b, h, capacity)
+	t.steps = steps
+	return t, nil
 }
 
 // posSlot is a cached token of a row.
@@ -68,6 +71,7 @@ type fastTable struct {
 	layers []*kvcache.Layer
 	rows   []fastRow
 	slots  []int32
+	steps  int // capacity buckets per doubling (kvcache.BucketSteps); 0 or 1 = powers of two
 }
 
 func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
@@ -95,7 +99,7 @@ func (t *fastTable) Occupied(row int) int     { return t.Cap() - len(t.rows[row]
 func (t *fastTable) NextCap() int {
 	for r := range t.rows {
 		if len(t.rows[r].free) == 0 {
-			return kvcache.Bucket(t.Cap() + 1)
+			return kvcache.BucketSteps(t.Cap()+1, t.steps)
 		}
 	}
 	return t.Cap()

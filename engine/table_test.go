@@ -36,7 +36,7 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 				} else if err != nil {
 					t.Fatal(err)
 				}
-				ft, err := newTable(sp, tc.ev, L, B, H, 16)
+				ft, err := newTable(sp, tc.ev, L, B, H, 16, 1)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -72,6 +72,9 @@ type LatencyConfig struct {
 	// RoleRates are the NAtS Global, Local, Window decision rates given to random weights (engine.CalibrateRoles)
 	// when the run has no `from`; required then for method nats.
 	RoleRates []float64 `toml:"role_rates"`
+	// GrowthSteps is engine.Options.GrowthSteps: capacity buckets per doubling past 1024 slots when the NAtS cache
+	// grows (a power of two in [1, 64]; 1 = powers of two); 0 = the engine's default, 4.
+	GrowthSteps int `toml:"growth_steps"`
 }
 
 func (l LatencyConfig) validate() error {
@@ -89,6 +92,9 @@ func (l LatencyConfig) validate() error {
 	}
 	if len(l.RoleRates) != 0 && len(l.RoleRates) != 3 {
 		return fmt.Errorf("latency.role_rates has %d values: want [global, local, window]", len(l.RoleRates))
+	}
+	if l.GrowthSteps != 0 && !kvcache.ValidSteps(l.GrowthSteps) {
+		return fmt.Errorf("latency.growth_steps = %d: must be a power of two in [1, 64] (or 0 for the default, 4)", l.GrowthSteps)
 	}
 	return nil
 }

@@ -23,6 +23,28 @@ func Bucket(n int) int {
 	return c
 }
 
+// FineFrom is the capacity above which [BucketSteps] divides a doubling into steps.
+const FineFrom = 1024
+
+// BucketSteps returns the capacity bucket for n tokens with steps buckets per doubling above FineFrom slots:
+// [Bucket](n) up to FineFrom (or when steps ≤ 1), else the smallest c ≥ n of the form p + k·p/steps, with p the
+// power of two below Bucket(n) and 1 ≤ k ≤ steps. The buffers are then at most (1 + 1/steps)× what the fullest
+// row needs instead of up to 2× (powers of two), at the price of up to steps compiled graphs per doubling and
+// more growth copies (still geometric: each growth adds at least 1/(2·steps) of the capacity). steps must be a
+// power of two in [1, 64] (so that every bucket is a multiple of 16 slots).
+func BucketSteps(n, steps int) int {
+	b := Bucket(n)
+	if steps <= 1 || b <= FineFrom {
+		return b
+	}
+	half := b / 2
+	step := half / steps
+	return half + (n-half+step-1)/step*step
+}
+
+// ValidSteps reports whether steps is a power of two in [1, 64] (see [BucketSteps]).
+func ValidSteps(steps int) bool { return steps >= 1 && steps <= 64 && steps&(steps-1) == 0 }
+
 // Slots is the slot table of one (layer, batch, KV head): four parallel slices of length Cap that
 // alias the owning [Layer]. An [Evictor] frees slot k by setting Pos[k] = [Free] (or [Slots.Evict]).
 type Slots struct {

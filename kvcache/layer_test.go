@@ -21,6 +21,45 @@ func TestBucket(t *testing.T) {
 	}
 }
 
+// TestBucketSteps: literal buckets for 1, 4 and 64 steps per doubling, and over a range of n: the bucket holds n,
+// wastes less than one step (≤ n/steps slots), is a multiple of 16, never decreases with n, and equals Bucket for
+// one step or up to FineFrom slots.
+func TestBucketSteps(t *testing.T) {
+	for _, tc := range []struct{ n, steps, want int }{
+		{0, 4, 16}, {1000, 4, 1024}, {1024, 4, 1024}, {1025, 4, 1280}, {1280, 4, 1280}, {1281, 4, 1536},
+		{2047, 4, 2048}, {2048, 4, 2048}, {2049, 4, 2560}, {4097, 4, 5120}, {6000, 4, 6144}, {8192, 4, 8192},
+		{1025, 1, 2048}, {4097, 1, 8192}, {1025, 64, 1040}, {33000, 2, 49152}, {33000, 8, 36864},
+	} {
+		if got := kvcache.BucketSteps(tc.n, tc.steps); got != tc.want {
+			t.Errorf("BucketSteps(%d, %d) = %d, want %d", tc.n, tc.steps, got, tc.want)
+		}
+	}
+	for _, steps := range []int{1, 2, 4, 8, 64} {
+		if !kvcache.ValidSteps(steps) {
+			t.Errorf("ValidSteps(%d) = false", steps)
+		}
+		prev := 0
+		for n := 0; n <= 70000; n += 7 {
+			c := kvcache.BucketSteps(n, steps)
+			if c < n || c%16 != 0 || c < prev {
+				t.Fatalf("BucketSteps(%d, %d) = %d (previous %d)", n, steps, c, prev)
+			}
+			if n > kvcache.FineFrom && c-n >= max(n/steps, 1) {
+				t.Fatalf("BucketSteps(%d, %d) = %d wastes %d slots, ≥ n/steps", n, steps, c, c-n)
+			}
+			if (steps == 1 || n <= kvcache.FineFrom) && c != kvcache.Bucket(n) {
+				t.Fatalf("BucketSteps(%d, %d) = %d, Bucket = %d", n, steps, c, kvcache.Bucket(n))
+			}
+			prev = c
+		}
+	}
+	for _, bad := range []int{0, 3, 6, 128, -2} {
+		if kvcache.ValidSteps(bad) {
+			t.Errorf("ValidSteps(%d) = true", bad)
+		}
+	}
+}
+
 func TestRoleAndStatString(t *testing.T) {
 	if got := []string{kvcache.Global.String(), kvcache.Local.String(), kvcache.Window.String(), kvcache.Pending.String(), kvcache.Role(9).String()}; !slices.Equal(got, []string{"Global", "Local", "Window", "Pending", "Role(9)"}) {
 		t.Errorf("Role strings %q", got)
