@@ -950,6 +950,16 @@ func (e *Engine) MaxRowTokens() int {
 	return m
 }
 
+// RoleRates returns the NAtS role decisions per layer since the last Prefill began (the first chunk, forced
+// Global, left out): what the scorers decided on this input, to compare with a calibration's target rates. Nil
+// for other policies.
+func (e *Engine) RoleRates() []RoleRates {
+	if t, ok := e.tab.(*fastTable); ok {
+		return t.RoleRates()
+	}
+	return nil
+}
+
 // KVTokens is the mean number of kept slots per (layer, batch row, KV head).
 func (e *Engine) KVTokens() float64 { return e.KVFraction() * float64(e.pos) }
 

@@ -156,6 +156,25 @@ func checkEqualsForward(t *testing.T, backend compute.Backend, tol float64) {
 					}
 				}
 				checkTable(t, e, m.evictor)
+				// The engine's decision counts (RoleRates) are the forward pass's roles at the end of every complete
+				// chunk after the first, exactly.
+				if strings.HasPrefix(m.name, "nats") {
+					var flat []int32
+					for _, r := range roles {
+						flat = append(flat, r...)
+					}
+					want, got := e.roleRates(flat, B, S, S), e.RoleRates()
+					if len(got) != len(want) {
+						t.Fatalf("chunk %d: RoleRates %v, forward %v", chunk, got, want)
+					}
+					for l := range want {
+						if got[l] != want[l] {
+							t.Fatalf("chunk %d layer %d: engine decided %v, forward roles %v", chunk, l, got[l], want[l])
+						}
+					}
+				} else if e.RoleRates() != nil {
+					t.Fatalf("%s: RoleRates %v, want nil", m.name, e.RoleRates())
+				}
 			}
 			if strings.HasPrefix(m.name, "nats") && len(varied) < 3 {
 				t.Fatalf("roles did not vary enough (%v): test is vacuous", varied)

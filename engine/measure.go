@@ -43,24 +43,25 @@ type Result struct {
 	Backend                         string
 	PromptLen, Batch, Chunk         int
 	DecodeTokens, Repeats           int
-	PrefillSeconds                  []float64 // per timed run
-	PrefillMedian, PrefillP90       float64   // seconds
-	DecodeMsPerToken                []float64 // per timed run: mean step time in ms
-	DecodeMedian, DecodeP90         float64   // ms per token
-	HostMsPerToken                  float64   // median over runs of the host-table part of a step, ms
-	DeviceMsPerToken                float64   // median over runs of the step graph's part (launch to tokens on the host), ms
-	CommitMsPerToken                float64   // median over runs of the commits' part (staged tokens moved, growth), ms
-	PeakCacheBytes, PeakChunkBytes  int64     // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
-	LiveBytes                       int64     // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
-	KVFraction, KVTokens            float64   // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
-	Cap                             int       // final slots per (layer, row, KV head)
-	MaxRowTokens                    int       // kept slots of the fullest (layer, row, KV head) at the end of the last run
-	KVBytesPerStep                  int64     // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
-	KeptKVBytes                     int64     // K/V bytes of the kept tokens only
-	ParamBytes                      int64     // model weights (read once per step)
-	BandwidthBytesPerSecond         float64   // measured device copy bandwidth (0 when skipped)
-	FloorMs, BufferFloorMs          float64   // (KeptKVBytes+ParamBytes) and (KVBytesPerStep+ParamBytes) ÷ bandwidth, ms
-	DecodeOverFloor, PrefillTokensS float64   // DecodeMedian ÷ FloorMs; prompt tokens per second (median)
+	PrefillSeconds                  []float64   // per timed run
+	PrefillMedian, PrefillP90       float64     // seconds
+	DecodeMsPerToken                []float64   // per timed run: mean step time in ms
+	DecodeMedian, DecodeP90         float64     // ms per token
+	HostMsPerToken                  float64     // median over runs of the host-table part of a step, ms
+	DeviceMsPerToken                float64     // median over runs of the step graph's part (launch to tokens on the host), ms
+	CommitMsPerToken                float64     // median over runs of the commits' part (staged tokens moved, growth), ms
+	PeakCacheBytes, PeakChunkBytes  int64       // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
+	LiveBytes                       int64       // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
+	KVFraction, KVTokens            float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
+	Cap                             int         // final slots per (layer, row, KV head)
+	MaxRowTokens                    int         // kept slots of the fullest (layer, row, KV head) at the end of the last run
+	RoleRates                       []RoleRates // NAtS decisions per layer in the last run (prompt and decoded tokens); nil for other policies
+	KVBytesPerStep                  int64       // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
+	KeptKVBytes                     int64       // K/V bytes of the kept tokens only
+	ParamBytes                      int64       // model weights (read once per step)
+	BandwidthBytesPerSecond         float64     // measured device copy bandwidth (0 when skipped)
+	FloorMs, BufferFloorMs          float64     // (KeptKVBytes+ParamBytes) and (KVBytesPerStep+ParamBytes) ÷ bandwidth, ms
+	DecodeOverFloor, PrefillTokensS float64     // DecodeMedian ÷ FloorMs; prompt tokens per second (median)
 }
 
 // Row is one long-format result row (STYLE.md B5: one metric per row; the results package adds the run identity
@@ -75,7 +76,8 @@ type Row struct {
 
 // Rows returns the result as long-format rows: prefill_seconds(_p90), decode_ms_per_token(_p90),
 // host_ms_per_token, device_ms_per_token, commit_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
-// cache_slots (capacity per row), max_row_kv_tokens (the fullest row),
+// cache_slots (capacity per row), max_row_kv_tokens (the fullest row), role_{global,local,window}_rate (NAtS: the
+// decisions of the last run, mean over layers),
 // kv_bytes_per_step, kept_kv_bytes, bandwidth_bytes_per_second, bandwidth_floor_ms, buffer_floor_ms.
 func (r Result) Rows() []Row {
 	n := int64(r.Repeats)
@@ -102,6 +104,14 @@ func (r Result) Rows() []Row {
 	}
 	if r.LiveBytes > 0 {
 		rows = append(rows, row("live_buffer_bytes", float64(r.LiveBytes), 1))
+	}
+	if len(r.RoleRates) > 0 {
+		var g, l, w float64
+		for _, x := range r.RoleRates {
+			g, l, w = g+x.Global, l+x.Local, w+x.Window
+		}
+		n := float64(len(r.RoleRates))
+		rows = append(rows, row("role_global_rate", g/n, 1), row("role_local_rate", l/n, 1), row("role_window_rate", w/n, 1))
 	}
 	if r.BandwidthBytesPerSecond > 0 {
 		rows = append(rows, row("bandwidth_bytes_per_second", r.BandwidthBytesPerSecond, 1),
@@ -201,6 +211,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	res.PeakCacheBytes, res.PeakChunkBytes = e.PeakCacheBytes()
 	res.KVFraction, res.KVTokens = e.KVFraction(), e.KVTokens()
 	res.Cap, res.MaxRowTokens = e.Cap(), e.MaxRowTokens()
+	res.RoleRates = e.RoleRates()
 	res.KVBytesPerStep = e.CacheBytes()
 	rows := float64(e.Cfg.NLayers * e.batch * e.Cfg.KVHeads())
 	res.KeptKVBytes = int64(2 * res.KVTokens * rows * float64(e.Cfg.HeadDim()) * float64(e.elemBytes()))

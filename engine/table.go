@@ -72,6 +72,9 @@ type fastTable struct {
 	rows   []fastRow
 	slots  []int32
 	steps  int // capacity buckets per doubling (kvcache.BucketSteps); 0 or 1 = powers of two
+	// decided counts the NAtS decisions per layer and role (Global, Local, Window) since the table was made,
+	// the forced-Global first chunk left out (as CalibrateRoles counts them).
+	decided [][3]int64
 }
 
 func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
@@ -88,6 +91,7 @@ func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
 		}
 	}
 	t.slots = make([]int32, layers*b*h)
+	t.decided = make([][3]int64, layers)
 	return t
 }
 
@@ -167,6 +171,9 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 				if pos < c || (role != kvcache.Local && role != kvcache.Window) {
 					role = kvcache.Global
 				}
+				if pos >= c {
+					t.decided[r/bh][roleIndex(role)]++
+				}
 				l := t.layers[r/bh]
 				base := (r % bh) * l.Cap
 				for _, e := range row.pending {
@@ -222,6 +229,34 @@ func (t *fastTable) Grow(newCap int) {
 			heapPush(&t.rows[r].free, int32(k))
 		}
 	}
+}
+
+// roleIndex is the index of a decided role in fastTable.decided.
+func roleIndex(r kvcache.Role) int {
+	switch r {
+	case kvcache.Local:
+		return 1
+	case kvcache.Window:
+		return 2
+	}
+	return 0
+}
+
+// RoleRates returns the NAtS decision rates per layer since the table was made (nil for other policies, or before
+// any decision after the first chunk).
+func (t *fastTable) RoleRates() []RoleRates {
+	if t.s.kind != kindNAtS {
+		return nil
+	}
+	out := make([]RoleRates, len(t.decided))
+	for l, n := range t.decided {
+		tot := float64(n[0] + n[1] + n[2])
+		if tot == 0 {
+			return nil
+		}
+		out[l] = RoleRates{Global: float64(n[0]) / tot, Local: float64(n[1]) / tot, Window: float64(n[2]) / tot}
+	}
+	return out
 }
 
 func heapPush(h *[]int32, v int32) {

@@ -39,6 +39,11 @@ var latencyMetric = map[string]struct {
 	"bandwidth_bytes_per_second": {"bandwidth_bytes_per_second", 1},
 	"bandwidth_floor_ms":         {"bandwidth_floor_ms", 1},
 	"buffer_floor_ms":            {"buffer_floor_ms", 1},
+	"cache_slots":                {"cache_slots", 1},
+	"max_row_kv_tokens":          {"max_row_kv_tokens", 1},
+	"role_global_rate":           {"role_global_rate", 1},
+	"role_local_rate":            {"role_local_rate", 1},
+	"role_window_rate":           {"role_window_rate", 1},
 }
 
 // runLatency measures prefill and decode latency and KV memory of the run's method at each prompt length with
@@ -173,8 +178,16 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			peak = cache + chunk
 		}
 		rows = append(rows, info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1))
-		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f\n",
-			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction)
+		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d)\n",
+			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens)
+		if rr := res.RoleRates; len(rr) > 0 {
+			// What the scorers decided on this prompt (with random weights: against the calibration's target).
+			parts := make([]string, len(rr))
+			for l, x := range rr {
+				parts[l] = x.String()
+			}
+			fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: roles per layer: %s\n", short(info.key), n, strings.Join(parts, "; "))
+		}
 	}
 	return results.WriteRows(filepath.Join(dir, results.MetricsFile), rows)
 }

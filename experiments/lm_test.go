@@ -165,6 +165,10 @@ func TestLMRunResumeAndFrom(t *testing.T) {
 	if len(dec) != 2 || dec[0].X != 16 || dec[1].X != 32 || dec[0].Value <= 0 || len(kvf) != 2 || kvf[1].Value >= 1 {
 		t.Fatalf("latency rows: decode %v, kv fraction %v", dec, kvf)
 	}
+	// StreamingLLM with budget 8 (counting the token being attended) has 16 slots (kvcache.Bucket) and keeps 7 between steps.
+	if cs, mr := metricOf(t, ldir, "cache_slots"), metricOf(t, ldir, "max_row_kv_tokens"); len(cs) != 2 || cs[1].Value != 16 || len(mr) != 2 || mr[1].Value != 7 {
+		t.Fatalf("latency rows: cache_slots %v, max_row_kv_tokens %v", cs, mr)
+	}
 	// A cache that cannot fit is refused before any measurement, naming the prompt length and the limit.
 	big := tinyRun(data, "big", "full", map[string]any{
 		"latency": map[string]any{"prompt_lens": []any{16, 4000}, "decode_tokens": 4, "warmup": 1, "repeats": 1, "batch_size": 1,

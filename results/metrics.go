@@ -65,6 +65,11 @@ var registry = []Metric{
 	{Name: "bandwidth_bytes_per_second", Unit: "bytes/s", HigherIsBetter: true, X: "prompt_len", Doc: "measured device copy bandwidth"},
 	{Name: "bandwidth_floor_ms", Unit: "ms", X: "prompt_len", Doc: "K/V bytes read per step over the copy bandwidth"},
 	{Name: "buffer_floor_ms", Unit: "ms", X: "prompt_len", Doc: "cache buffer bytes per step over the copy bandwidth"},
+	{Name: "cache_slots", Unit: "slots", X: "prompt_len", Doc: "K/V buffer capacity per (layer, batch row, KV head) at the end"},
+	{Name: "max_row_kv_tokens", Unit: "tokens", X: "prompt_len", Doc: "kept tokens of the fullest (layer, batch row, KV head), which sets a growing cache's capacity"},
+	{Name: "role_global_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Global in the timed run (mean over layers)"},
+	{Name: "role_local_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Local in the timed run (mean over layers)"},
+	{Name: "role_window_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Sliding-window in the timed run (mean over layers)"},
 }
 
 var byName = func() map[string]Metric {
