@@ -436,7 +436,7 @@ func predictSample(tok lbTokenizer, post longbench.PostProcess, task string, s l
 // ensure_ascii=False) + "\n": Python's separators and escapes, keys in pred.py's order.
 func writePredLine(b *bytes.Buffer, r lbSample) {
 	b.WriteString(`{"pred": `)
-	b.WriteString(pyJSONString(r.Pred))
+	b.WriteString(longbench.PyJSONString(r.Pred))
 	b.WriteString(`, "answers": `)
 	writePyList(b, r.Answers)
 	b.WriteString(`, "all_classes": `)
@@ -454,42 +454,9 @@ func writePyList(b *bytes.Buffer, l []string) {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(pyJSONString(s))
+		b.WriteString(longbench.PyJSONString(s))
 	}
 	b.WriteByte(']')
-}
-
-// pyJSONString renders s as Python's json.dumps(s, ensure_ascii=False) does: only '"', '\\' and control
-// characters are escaped (\n, \r, \t, \b, \f by name, the rest as \u00XX); invalid UTF-8 becomes U+FFFD.
-func pyJSONString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch r {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		default:
-			if r < 0x20 {
-				fmt.Fprintf(&b, `\u%04x`, r)
-			} else {
-				b.WriteRune(r)
-			}
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // writeSamples writes samples.jsonl atomically (one JSON object per sample, in prediction order).

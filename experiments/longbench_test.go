@@ -59,7 +59,7 @@ func genPassageRetrieval(book string, n, paras int) ([]byte, error) {
 		input := strings.Join(strings.Fields(group[k-1])[:20], " ")
 		sum := sha256.Sum256([]byte(context + input))
 		fmt.Fprintf(&b, `{"input": %s, "context": %s, "answers": [%s], "length": %d, "dataset": "passage_retrieval_en", "language": "en", "all_classes": null, "_id": "%s"}`+"\n",
-			pyJSONString(input), pyJSONString(context), pyJSONString(fmt.Sprintf("Paragraph %d", k)),
+			longbench.PyJSONString(input), longbench.PyJSONString(context), longbench.PyJSONString(fmt.Sprintf("Paragraph %d", k)),
 			len(strings.Fields(context))+len(strings.Fields(input)), hex.EncodeToString(sum[:])[:48])
 	}
 	return b.Bytes(), nil

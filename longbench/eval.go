@@ -269,13 +269,13 @@ func resultJSON(r Result) []byte {
 	b.WriteString("{\n")
 	for i, t := range r.Tasks {
 		b.WriteString("    ")
-		b.WriteString(pyJSONString(t.Task))
+		b.WriteString(PyJSONString(t.Task))
 		b.WriteString(": ")
 		if r.E {
 			b.WriteString("{\n")
 			for k, name := range Buckets {
 				b.WriteString("        ")
-				b.WriteString(pyJSONString(name))
+				b.WriteString(PyJSONString(name))
 				b.WriteString(": ")
 				b.WriteString(pyFloatRepr(t.BucketsRounded[name]))
 				if k < len(Buckets)-1 {
@@ -296,8 +296,10 @@ func resultJSON(r Result) []byte {
 	return b.Bytes()
 }
 
-// pyJSONString quotes s like Python's json with ensure_ascii=False.
-func pyJSONString(s string) string {
+// PyJSONString renders s as Python's json.dumps(s, ensure_ascii=False) does: only '"', '\\' and control
+// characters are escaped (\n, \r, \t, \b, \f by name, the rest as \u00XX); invalid UTF-8 becomes U+FFFD. The
+// official scripts write their prediction and result files this way.
+func PyJSONString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
 	for _, r := range s {

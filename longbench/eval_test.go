@@ -173,7 +173,7 @@ func TestPyFormatting(t *testing.T) {
 			t.Errorf("pyFloatRepr(%v) = %q, want %q", x, got, want)
 		}
 	}
-	if got := pyJSONString("a\"b\\c\n\x01é"); got != `"a\"b\\c\n\u0001é"` {
-		t.Errorf("pyJSONString = %s", got)
+	if got := PyJSONString("a\"b\\c\n\x01é"); got != `"a\"b\\c\n\u0001é"` {
+		t.Errorf("PyJSONString = %s", got)
 	}
 }
