@@ -46,7 +46,7 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 	// Positions of the chunk's tokens; padding beyond max_seq_len is clamped for RoPE (its outputs are unused).
 	tIdx := Iota(g, shapes.Make(dtypes.Int32, T), 0)
 	qPos := Add(tIdx, pos0) // [T]
-	cosT, sinT := ropeTables(g, cfg, cfg.MaxSeqLen)
+	cosT, sinT := model.RopeConsts(g, cfg, cfg.MaxSeqLen)
 	rp := InsertAxes(MinScalar(qPos, float64(cfg.MaxSeqLen-1)), -1)
 	cos, sin := Gather(cosT, rp), Gather(sinT, rp) // [T, hd/2]
 
@@ -56,14 +56,14 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 	var newK, newV, roles, attnStats, normed, states []*Node
 	for l := 0; l < L; l++ {
 		pre := model.LayerName(l) + "/"
-		xn := layerNorm(x, param(p, pre+"ln1"))
+		xn := model.LayerNorm(x, param(p, pre+"ln1"))
 		if probe {
 			normed = append(normed, ConvertDType(xn, dtypes.Float32))
 		}
-		q := Transpose(Reshape(contract("bsd,df->bsf", xn, param(p, pre+"attn/wq")), B, T, H, hd), 1, 2)
-		k := Transpose(Reshape(contract("bsd,df->bsf", xn, param(p, pre+"attn/wk")), B, T, KV, hd), 1, 2)
-		v := Transpose(Reshape(contract("bsd,df->bsf", xn, param(p, pre+"attn/wv")), B, T, KV, hd), 1, 2)
-		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		q := Transpose(Reshape(model.Contract("bsd,df->bsf", xn, param(p, pre+"attn/wq")), B, T, H, hd), 1, 2)
+		k := Transpose(Reshape(model.Contract("bsd,df->bsf", xn, param(p, pre+"attn/wk")), B, T, KV, hd), 1, 2)
+		v := Transpose(Reshape(model.Contract("bsd,df->bsf", xn, param(p, pre+"attn/wv")), B, T, KV, hd), 1, 2)
+		q, k = model.RoPE(q, cos, sin), model.RoPE(k, cos, sin)
 		newK, newV = append(newK, k), append(newV, v)
 
 		layerOf := func(t *Node) *Node {
@@ -96,8 +96,8 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 
 		qg := Reshape(q, B, KV, rep, T, hd)
 		scale := 1 / math.Sqrt(float64(hd))
-		sc := MulScalar(ConvertDType(contract("bgrqd,bgkd->bgrqk", qg, ConvertDType(Ks[l], dt)), dtypes.Float32), scale)
-		si := MulScalar(ConvertDType(contract("bgrqd,bgkd->bgrqk", qg, k), dtypes.Float32), scale)
+		sc := MulScalar(ConvertDType(model.Contract("bgrqd,bgkd->bgrqk", qg, ConvertDType(Ks[l], dt)), dtypes.Float32), scale)
+		si := MulScalar(ConvertDType(model.Contract("bgrqd,bgkd->bgrqk", qg, k), dtypes.Float32), scale)
 		neg := Scalar(g, dtypes.Float32, negInf)
 		sc = Where(BroadcastToShape(InsertAxes(mc, 2), sc.Shape()), sc, neg)
 		si = Where(BroadcastToShape(InsertAxes(mi, 2), si.Shape()), si, neg)
@@ -108,14 +108,14 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 		if e.spec.needs&(kvcache.AccAttn|kvcache.LastAttn) != 0 {
 			attnStats = append(attnStats, Concatenate([]*Node{ReduceSum(pc, 2), ReduceSum(pi, 2)}, -1))
 		}
-		att := Add(contract("bgrqk,bgkd->bgrqd", ConvertDType(pc, dt), ConvertDType(Vs[l], dt)),
-			contract("bgrqk,bgkd->bgrqd", ConvertDType(pi, dt), v))
+		att := Add(model.Contract("bgrqk,bgkd->bgrqd", ConvertDType(pc, dt), ConvertDType(Vs[l], dt)),
+			model.Contract("bgrqk,bgkd->bgrqd", ConvertDType(pi, dt), v))
 		att = Reshape(Transpose(Reshape(att, B, H, T, hd), 1, 2), B, T, H*hd)
-		x = Add(x, contract("bsf,fd->bsd", att, param(p, pre+"attn/wo")))
-		xn2 := layerNorm(x, param(p, pre+"ln2"))
-		x = Add(x, contract("bsf,fd->bsd", gelu(contract("bsd,df->bsf", xn2, param(p, pre+"mlp/fc"))), param(p, pre+"mlp/proj")))
+		x = Add(x, model.Contract("bsf,fd->bsd", att, param(p, pre+"attn/wo")))
+		xn2 := model.LayerNorm(x, param(p, pre+"ln2"))
+		x = Add(x, model.Contract("bsf,fd->bsd", model.GELU(model.Contract("bsd,df->bsf", xn2, param(p, pre+"mlp/fc"))), param(p, pre+"mlp/proj")))
 	}
-	xf := layerNorm(x, param(p, "ln_f"))
+	xf := model.LayerNorm(x, param(p, "ln_f"))
 	lastRows := func(t *Node) *Node { // [B, T, n] → [B, n] at index last
 		n := t.Shape().Dimensions[2]
 		idx := Add(MulScalar(Iota(g, shapes.Make(dtypes.Int32, B), 0), float64(T)), last)
@@ -287,7 +287,7 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 	valid = Reshape(ScatterSum(Reshape(valid, valid.Shape().Size()), updIdx, updVal, false, false), vdims...)
 
 	x := Gather(param(p, "wte"), InsertAxes(tokens, -1)) // [B, d]
-	cosT, sinT := ropeTables(g, cfg, cfg.MaxSeqLen)
+	cosT, sinT := model.RopeConsts(g, cfg, cfg.MaxSeqLen)
 	cos := Squeeze(Gather(cosT, Reshape(pos, 1, 1)), 0)
 	sin := Squeeze(Gather(sinT, Reshape(pos, 1, 1)), 0)
 	ohR := BroadcastToDims(Reshape(Equal(Iota(g, shapes.Make(dtypes.Int32, R), 0), ridx), 1, 1, R, 1), B, KV, R, hd)
@@ -301,18 +301,18 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 			dims := t.Shape().Dimensions
 			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
 		}
-		xn := layerNorm(x, param(p, pre+"ln1"))
-		q := Reshape(contract("bd,df->bf", xn, param(p, pre+"attn/wq")), B, KV, rep, hd)
-		k := Reshape(contract("bd,df->bf", xn, param(p, pre+"attn/wk")), B, KV, 1, hd)
-		v := Reshape(contract("bd,df->bf", xn, param(p, pre+"attn/wv")), B, KV, 1, hd)
-		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		xn := model.LayerNorm(x, param(p, pre+"ln1"))
+		q := Reshape(model.Contract("bd,df->bf", xn, param(p, pre+"attn/wq")), B, KV, rep, hd)
+		k := Reshape(model.Contract("bd,df->bf", xn, param(p, pre+"attn/wk")), B, KV, 1, hd)
+		v := Reshape(model.Contract("bd,df->bf", xn, param(p, pre+"attn/wv")), B, KV, 1, hd)
+		q, k = model.RoPE(q, cos, sin), model.RoPE(k, cos, sin)
 		Kr := Where(ohR, BroadcastToDims(ConvertDType(k, sd), B, KV, R, hd), Krs[l])
 		Vr := Where(ohR, BroadcastToDims(ConvertDType(v, sd), B, KV, R, hd), Vrs[l])
 		newKr, newVr = append(newKr, Kr), append(newVr, Vr)
 
 		scale := 1 / math.Sqrt(float64(hd))
-		sm := MulScalar(ConvertDType(contract("bgrd,bgkd->bgrk", q, ConvertDType(Ks[l], dt)), dtypes.Float32), scale)
-		ss := MulScalar(ConvertDType(contract("bgrd,bgkd->bgrk", q, ConvertDType(Kr, dt)), dtypes.Float32), scale)
+		sm := MulScalar(ConvertDType(model.Contract("bgrd,bgkd->bgrk", q, ConvertDType(Ks[l], dt)), dtypes.Float32), scale)
+		ss := MulScalar(ConvertDType(model.Contract("bgrd,bgkd->bgrk", q, ConvertDType(Kr, dt)), dtypes.Float32), scale)
 		vl := GreaterThan(InsertAxes(layerOf(valid), 2), Scalar(g, dtypes.Float32, 0.5)) // [B,KV,1,Cap+R]
 		vm := Slice(vl, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, capacity))
 		vs := Slice(vl, AxisRange(), AxisRange(), AxisRange(), AxisRange(capacity, capacity+R))
@@ -326,11 +326,11 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 		if wantAttn {
 			attnStats = append(attnStats, Concatenate([]*Node{ReduceSum(pm, 2), ReduceSum(ps, 2)}, -1))
 		}
-		att := Add(contract("bgrk,bgkd->bgrd", ConvertDType(pm, dt), ConvertDType(Vs[l], dt)),
-			contract("bgrk,bgkd->bgrd", ConvertDType(ps, dt), ConvertDType(Vr, dt)))
-		x = Add(x, contract("bf,fd->bd", Reshape(att, B, H*hd), param(p, pre+"attn/wo")))
-		xn2 := layerNorm(x, param(p, pre+"ln2"))
-		x = Add(x, contract("bf,fd->bd", gelu(contract("bd,df->bf", xn2, param(p, pre+"mlp/fc"))), param(p, pre+"mlp/proj")))
+		att := Add(model.Contract("bgrk,bgkd->bgrd", ConvertDType(pm, dt), ConvertDType(Vs[l], dt)),
+			model.Contract("bgrk,bgkd->bgrd", ConvertDType(ps, dt), ConvertDType(Vr, dt)))
+		x = Add(x, model.Contract("bf,fd->bd", Reshape(att, B, H*hd), param(p, pre+"attn/wo")))
+		xn2 := model.LayerNorm(x, param(p, pre+"ln2"))
+		x = Add(x, model.Contract("bf,fd->bd", model.GELU(model.Contract("bd,df->bf", xn2, param(p, pre+"mlp/fc"))), param(p, pre+"mlp/proj")))
 		st := layerOf(state)
 		if hasRoles {
 			r, ns := roler.DecodeRoles(&model.DecodeSite{Cfg: cfg, Layer: l, Normed: xn, Param: scoped(p, pre+"nats/"), Pos: pos, State: st})
@@ -339,7 +339,7 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 		}
 		newState = append(newState, st)
 	}
-	logits := lmHead(cfg, p, layerNorm(x, param(p, "ln_f")))
+	logits := lmHead(cfg, p, model.LayerNorm(x, param(p, "ln_f")))
 	out := append(append([]*Node{}, newKr...), newVr...)
 	out = append(out, valid, Stack(newState, 0), ArgMax(logits, -1, dtypes.Int32), logits)
 	if hasRoles {

@@ -164,7 +164,7 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 		dt = dtypes.BFloat16
 	}
 	x := Gather(p.get("wte"), InsertAxes(tokens, -1)) // [b, d]
-	cosT, sinT := ropeConsts(g, cfg, cfg.MaxSeqLen)
+	cosT, sinT := RopeConsts(g, cfg, cfg.MaxSeqLen)
 	cos := Squeeze(Gather(cosT, Reshape(pos, 1, 1)), 0) // [hd/2]
 	sin := Squeeze(Gather(sinT, Reshape(pos, 1, 1)), 0)
 	roler, hasRoles := d.Masker.(DecodeRoler)
@@ -175,11 +175,11 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 			dims := t.Shape().Dimensions
 			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
 		}
-		xn := layerNorm(x, p.get(pre+"ln1"))
+		xn := LayerNorm(x, p.get(pre+"ln1"))
 		q := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wq")), b, kv, rep, hd)
 		k := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wk")), b, kv, 1, hd)
 		v := Reshape(einsum("bd,df->bf", xn, p.get(pre+"attn/wv")), b, kv, 1, hd)
-		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		q, k = RoPE(q, cos, sin), RoPE(k, cos, sin)
 		oh := InsertAxes(OneHot(layerOf(slot), capacity, dtypes.Float32), -1) // [b,kv,cap,1]
 		Kl := Add(Mul(layerOf(K), OneMinus(oh)), Mul(oh, ConvertDType(k, dtypes.Float32)))
 		Vl := Add(Mul(layerOf(V), OneMinus(oh)), Mul(oh, ConvertDType(v, dtypes.Float32)))
@@ -192,8 +192,8 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 		attnStats = append(attnStats, ReduceSum(pr, 2))
 		att := Reshape(einsum("bgrk,bgkd->bgrd", ConvertDType(pr, dt), ConvertDType(Vl, dt)), b, h*hd)
 		x = Add(x, einsum("bf,fd->bd", att, p.get(pre+"attn/wo")))
-		xn2 := layerNorm(x, p.get(pre+"ln2"))
-		x = Add(x, einsum("bf,fd->bd", gelu(einsum("bd,df->bf", xn2, p.get(pre+"mlp/fc"))), p.get(pre+"mlp/proj")))
+		xn2 := LayerNorm(x, p.get(pre+"ln2"))
+		x = Add(x, einsum("bf,fd->bd", GELU(einsum("bd,df->bf", xn2, p.get(pre+"mlp/fc"))), p.get(pre+"mlp/proj")))
 		st := layerOf(state)
 		if hasRoles {
 			r, ns := roler.DecodeRoles(&DecodeSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Pos: pos, State: st})
@@ -202,7 +202,7 @@ func (d *Decoder) graph(params, in []*Node) []*Node {
 		}
 		newState = append(newState, st)
 	}
-	xf := layerNorm(x, p.get("ln_f"))
+	xf := LayerNorm(x, p.get("ln_f"))
 	var logits *Node
 	if cfg.TieEmbeddings {
 		logits = einsum("bd,vd->bv", xf, p.get("wte"))

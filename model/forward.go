@@ -75,8 +75,8 @@ func (n Nodes) scoped(prefix string) func(string) *Node {
 	return func(name string) *Node { return n.get(prefix + name) }
 }
 
-// layerNorm is LayerNorm without bias over the last axis (eps 1e-5), computed in float32.
-func layerNorm(x, gain *Node) *Node {
+// LayerNorm is LayerNorm without bias over the last axis (eps 1e-5), computed in float32 and returned in x's dtype.
+func LayerNorm(x, gain *Node) *Node {
 	dt := x.DType()
 	x32 := ConvertDType(x, dtypes.Float32)
 	mean := ReduceAndKeep(x32, ReduceMean, -1)
@@ -86,18 +86,24 @@ func layerNorm(x, gain *Node) *Node {
 	return Mul(ConvertDType(y, dt), ExpandLeftToRank(gain, x.Rank()))
 }
 
-// gelu is the exact GELU (erf form, PyTorch nn.GELU default).
-func gelu(x *Node) *Node {
+// GELU is the exact GELU (erf form, PyTorch nn.GELU default).
+func GELU(x *Node) *Node {
 	return Mul(MulScalar(x, 0.5), OnePlus(Erf(MulScalar(x, 1/math.Sqrt2))))
 }
 
-// rope applies rotary embeddings (HF rotate_half layout) to x `[batch, heads, seq, hd]` with cos/sin
-// `[seq, hd/2]`.
-func rope(x, cos, sin *Node) *Node {
+// RoPE applies rotary embeddings (HF rotate_half layout) to x `[..., seq, hd]` (or `[..., hd]`, one position) with
+// cos/sin `[seq, hd/2]` (or `[hd/2]`). The model, the decoder and the inference engine all use it.
+func RoPE(x, cos, sin *Node) *Node {
 	dims := x.Shape().Dimensions
 	hd := dims[len(dims)-1]
-	x1 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, hd/2))
-	x2 := Slice(x, AxisRange(), AxisRange(), AxisRange(), AxisRange(hd/2, hd))
+	axes := make([]SliceAxisSpec, x.Rank())
+	for i := range axes {
+		axes[i] = AxisRange()
+	}
+	axes[len(axes)-1] = AxisRange(0, hd/2)
+	x1 := Slice(x, axes...)
+	axes[len(axes)-1] = AxisRange(hd/2, hd)
+	x2 := Slice(x, axes...)
 	c := ExpandLeftToRank(ConvertDType(cos, x.DType()), x.Rank())
 	s := ExpandLeftToRank(ConvertDType(sin, x.DType()), x.Rank())
 	// y1 = x1·cos − x2·sin ; y2 = x2·cos + x1·sin
@@ -106,8 +112,8 @@ func rope(x, cos, sin *Node) *Node {
 	return Concatenate([]*Node{y1, y2}, -1)
 }
 
-// ropeConsts returns cos/sin constants `[n, hd/2]`.
-func ropeConsts(g *Graph, cfg Config, n int) (cos, sin *Node) {
+// RopeConsts returns the cos/sin constants `[n, hd/2]` of positions 0..n-1.
+func RopeConsts(g *Graph, cfg Config, n int) (cos, sin *Node) {
 	c, s := RopeTables(n, cfg.HeadDim(), cfg.RopeTheta, cfg.RopeScaling)
 	half := cfg.HeadDim() / 2
 	return Reshape(Const(g, c), n, half), Reshape(Const(g, s), n, half)
@@ -131,17 +137,17 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 	h, kv, hd := cfg.NHeads, cfg.KVHeads(), cfg.HeadDim()
 	rep := h / kv
 	x := Gather(p.get("wte"), InsertAxes(tokens, -1)) // [b, s, d]
-	cos, sin := ropeConsts(g, cfg, s)
+	cos, sin := RopeConsts(g, cfg, s)
 	causal := causalMask(g, s)
 	out := Output{Aux: ScalarZero(g, dtypes.Float32)}
 	var densities []*Node
 	for l := 0; l < cfg.NLayers; l++ {
 		pre := LayerName(l) + "/"
-		xn := layerNorm(x, p.get(pre+"ln1"))
+		xn := LayerNorm(x, p.get(pre+"ln1"))
 		q := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wq")), b, s, h, hd), 1, 2)  // [b,h,s,hd]
 		k := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wk")), b, s, kv, hd), 1, 2) // [b,kv,s,hd]
 		v := Transpose(Reshape(einsum("bsd,df->bsf", xn, p.get(pre+"attn/wv")), b, s, kv, hd), 1, 2)
-		q, k = rope(q, cos, sin), rope(k, cos, sin)
+		q, k = RoPE(q, cos, sin), RoPE(k, cos, sin)
 		var mo MaskOut
 		if m != nil {
 			mo = m.Mask(&AttnSite{Cfg: cfg, Layer: l, Normed: xn, Param: p.scoped(pre + "nats/"), Training: training, Uniform: uniform})
@@ -163,8 +169,8 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 		}
 		att = Reshape(Transpose(att, 1, 2), b, s, h*hd)
 		x = Add(x, einsum("bsf,fd->bsd", att, p.get(pre+"attn/wo")))
-		xn2 := layerNorm(x, p.get(pre+"ln2"))
-		hid := gelu(einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
+		xn2 := LayerNorm(x, p.get(pre+"ln2"))
+		hid := GELU(einsum("bsd,df->bsf", xn2, p.get(pre+"mlp/fc")))
 		x = Add(x, einsum("bsf,fd->bsd", hid, p.get(pre+"mlp/proj")))
 		if mo.Aux != nil {
 			out.Aux = Add(out.Aux, ConvertDType(mo.Aux, dtypes.Float32))
@@ -174,7 +180,7 @@ func Forward(cfg Config, m Masker, p Nodes, tokens *Node, training bool, uniform
 		}
 		out.Roles = append(out.Roles, mo.Roles)
 	}
-	xf := layerNorm(x, p.get("ln_f"))
+	xf := LayerNorm(x, p.get("ln_f"))
 	out.Hidden = xf
 	var logits *Node
 	if cfg.TieEmbeddings {
