@@ -85,6 +85,7 @@ func main() {
 	torchCSV := flag.String("torch-csv", "", "convert bench/torch_bench.py's CSV to Parquet in -out and exit")
 	vocabOver := flag.Int("vocab", 0, "override the vocabulary size (diagnostics)")
 	layersOver := flag.Int("layers", 0, "override the number of layers (diagnostics)")
+	batchOver := flag.Int("batch", 0, "override the batch size (a shape that does not fit the machine's memory, e.g. paper on a 24 GB CPU machine)")
 	evalMode := flag.Bool("eval", false, "measure streaming-evaluation throughput (decode tokens/s) instead of training")
 	evalCtx := flag.Int("eval-context", 256, "context length of the -eval windows")
 	evalBatch := flag.Int("eval-batch", 8, "windows decoded together in -eval")
@@ -139,6 +140,10 @@ func main() {
 		if *layersOver > 0 {
 			s.model.NLayers = *layersOver
 			s.name += fmt.Sprintf("-l%d", *layersOver)
+		}
+		if *batchOver > 0 {
+			s.batch = *batchOver
+			s.name += fmt.Sprintf("-b%d", *batchOver)
 		}
 		for _, mn := range strings.Split(*methods, ",") {
 			var m model.Masker
