@@ -11,9 +11,10 @@
 // prompt + Options.MaxNewTokens: a power of two up to 1024 slots, past that rounded up to 1024 slots rather than
 // to a power of two; StreamingLLM, H2O, TOVA: the budget; NAtS: kvcache.Bucket(0)) and grows only when a row is
 // full, so the buffers hold what the policy keeps: NAtS at a 10% KV fraction allocates about a tenth of full
-// attention's cache for a long context. Growth goes to kvcache.BucketSteps(·, Options.GrowthSteps): powers of two
-// up to 1024 slots, then GrowthSteps buckets per doubling (default 4: at most 1.25× the fullest row, where powers
-// of two allowed up to 2×; the capacity is shared by every layer and head, so the fullest row sets it).
+// attention's cache for a long context. Growth of the fast table (Full, StreamingLLM, NAtS) goes to
+// kvcache.BucketSteps(·, Options.GrowthSteps): powers of two up to 1024 slots, then GrowthSteps buckets per doubling
+// (default 4: at most 1.25× the fullest row, where powers of two allowed up to 2×; the capacity is shared by every
+// layer and head, so the fullest row sets it); kvcache.Cache (H2O, TOVA) grows in powers of two.
 //
 // Full, StreamingLLM and NAtS use a fast table that reproduces kvcache.Cache with their evictor slot for slot at
 // O(log Cap) per token (a free-slot heap, a queue of window tokens, a list of NAtS Local tokens); any other

@@ -36,8 +36,9 @@ type Options struct {
 	// InitialCap overrides the first capacity (rounded up to a kvcache.Bucket); 0 = automatic: the policy's
 	// bound for bounded policies (Full: prompt + MaxNewTokens, see boundCap), kvcache.Bucket(0) for NAtS, which then grows with what it keeps.
 	InitialCap int
-	// GrowthSteps is the number of capacity buckets per doubling above kvcache.FineFrom slots when a growing cache
-	// (NAtS) needs more slots: the buffers are then at most (1 + 1/GrowthSteps)× what the fullest row holds,
+	// GrowthSteps is the number of capacity buckets per doubling above kvcache.FineFrom slots when a cache must grow
+	// (NAtS, which grows with what it keeps; Full and StreamingLLM only past their first allocation; H2O and TOVA
+	// grow in powers of two): the buffers are then at most (1 + 1/GrowthSteps)× what the fullest row holds,
 	// instead of up to 2× with powers of two, for up to GrowthSteps compiled steps per doubling and more (still
 	// geometric) growth copies. A power of two in [1, 64]; 1 = powers of two; 0 = the default, 4.
 	GrowthSteps int
@@ -205,6 +206,15 @@ func (e *Engine) initialCap(n int) int {
 		return boundCap(n)
 	}
 	return kvcache.Bucket(e.Evictor.Capacity(n))
+}
+
+// growthCap is the capacity a growing table allocates for n slots: kvcache.BucketSteps with Options.GrowthSteps for
+// the fast tables (Full, StreamingLLM, NAtS), a power of two for kvcache.Cache (H2O, TOVA, …).
+func (e *Engine) growthCap(n int) int {
+	if e.spec.kind == kindGeneric {
+		return kvcache.Bucket(n)
+	}
+	return kvcache.BucketSteps(n, e.Options.GrowthSteps)
 }
 
 // boundCap is the capacity for a policy that keeps all n tokens (full attention): a kvcache.Bucket up to 1024
@@ -869,7 +879,7 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 		}
 		need := e.tab.Cap() // enough when the tokens fit (full attention's boundCap is not a power of two)
 		if bound > need {
-			need = kvcache.Bucket(bound) // what growth allocates
+			need = e.growthCap(bound) // what growth allocates
 		}
 		if err := e.checkMem(fmt.Sprintf("decoding %d tokens", n), e.batch, need, 0); err != nil {
 			return DecodeResult{}, err
@@ -937,17 +947,14 @@ func (e *Engine) KVFraction() float64 {
 	return s / float64(rows) / float64(e.pos)
 }
 
-// MaxRowTokens is the largest number of kept slots of any (layer, batch row, KV head) now: the row that sets a
-// growing cache's capacity (all rows share it).
+// MaxRowTokens is the most slots any (layer, batch row, KV head) has held at once since the last Prefill began
+// (right after a token is placed, before the policy's evictions): the row that sets a growing cache's capacity,
+// which all rows share.
 func (e *Engine) MaxRowTokens() int {
 	if e.tab == nil {
 		return 0
 	}
-	m := 0
-	for r := range e.Cfg.NLayers * e.batch * e.Cfg.KVHeads() {
-		m = max(m, e.tab.Occupied(r))
-	}
-	return m
+	return e.tab.PeakOccupied()
 }
 
 // RoleRates returns the NAtS role decisions per layer since the last Prefill began (the first chunk, forced

@@ -706,3 +706,36 @@ func TestNAtSGrowthSteps(t *testing.T) {
 		t.Fatalf("GrowthSteps 3: err = %v, want it refused by name", err)
 	}
 }
+
+// TestFullDecodeGrowthCheck: Decode past full attention's first allocation checks the memory limit against what
+// growth allocates (kvcache.BucketSteps: 1,280 slots for 1,100 tokens), not a power of two (2,048): under a limit
+// for 1,280 slots 100 tokens decode after a 1,000-token prompt, and the capacity is 1,280.
+func TestFullDecodeGrowthCheck(t *testing.T) {
+	cfg := tiny()
+	cfg.NLayers, cfg.MaxSeqLen = 1, 1200
+	backend := testBackend(t)
+	params := testParams(cfg, nil, 7)
+	probe, err := New(backend, cfg, nil, nil, params, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const P, N, chunk = 1000, 100, 250
+	lim := probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	e, err := New(backend, cfg, nil, nil, params, Options{MemLimitBytes: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := randTokens(rand.New(rand.NewPCG(7, 1)), 1, P, cfg.VocabSize)
+	if _, err := e.Prefill(prompt, chunk); err != nil {
+		t.Fatal(err)
+	}
+	if e.Cap() != 1024 {
+		t.Fatalf("first allocation %d slots, want 1024", e.Cap())
+	}
+	if _, err := e.Decode(N); err != nil {
+		t.Fatalf("Decode(%d) under a limit for 1280 slots: %v", N, err)
+	}
+	if e.Cap() != 1280 {
+		t.Fatalf("capacity %d after %d tokens, want 1280", e.Cap(), P+N)
+	}
+}

@@ -76,7 +76,7 @@ type Row struct {
 
 // Rows returns the result as long-format rows: prefill_seconds(_p90), decode_ms_per_token(_p90),
 // host_ms_per_token, device_ms_per_token, commit_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
-// cache_slots (capacity per row), max_row_kv_tokens (the fullest row), role_{global,local,window}_rate (NAtS: the
+// cache_slots (capacity per row), max_row_kv_tokens (the most slots a row held at once), role_{global,local,window}_rate (NAtS: the
 // decisions of the last run, mean over layers),
 // kv_bytes_per_step, kept_kv_bytes, bandwidth_bytes_per_second, bandwidth_floor_ms, buffer_floor_ms.
 func (r Result) Rows() []Row {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"natsbench/kvcache"
 	"natsbench/model"
 	"natsbench/nats"
 	"natsbench/policy"
@@ -104,10 +105,31 @@ func TestMeasure(t *testing.T) {
 		if r.MaxRowTokens > r.Cap || float64(r.MaxRowTokens) < r.KVTokens {
 			t.Fatalf("%s: fullest row %d slots, mean %.1f, capacity %d", c.name, r.MaxRowTokens, r.KVTokens, r.Cap)
 		}
+		got := map[string]float64{}
 		for _, row := range r.Rows() {
-			if (row.Metric == "cache_slots" && row.Value != float64(r.Cap)) || (row.Metric == "max_row_kv_tokens" && row.Value != float64(r.MaxRowTokens)) {
-				t.Fatalf("%s: row %+v, result cap %d, fullest row %d", c.name, row, r.Cap, r.MaxRowTokens)
+			got[row.Metric] = row.Value
+		}
+		if v, ok := got["cache_slots"]; !ok || v != float64(r.Cap) {
+			t.Fatalf("%s: cache_slots row %v (present %v), capacity %d", c.name, v, ok, r.Cap)
+		}
+		if v, ok := got["max_row_kv_tokens"]; !ok || v != float64(r.MaxRowTokens) {
+			t.Fatalf("%s: max_row_kv_tokens row %v (present %v), fullest row %d", c.name, v, ok, r.MaxRowTokens)
+		}
+		// NAtS: role rows are the mean over layers of the decisions; the fullest row set the grown capacity.
+		if c.name == "nats" {
+			var g, l, w float64
+			for _, x := range r.RoleRates {
+				g, l, w = g+x.Global/float64(cfg.NLayers), l+x.Local/float64(cfg.NLayers), w+x.Window/float64(cfg.NLayers)
 			}
+			if len(r.RoleRates) != cfg.NLayers || math.Abs(got["role_global_rate"]-g) > 1e-12 || math.Abs(got["role_local_rate"]-l) > 1e-12 ||
+				math.Abs(got["role_window_rate"]-w) > 1e-12 || math.Abs(g+l+w-1) > 1e-9 || g == 0 || w == 0 {
+				t.Fatalf("nats: role rows %v %v %v, per layer %v", got["role_global_rate"], got["role_local_rate"], got["role_window_rate"], r.RoleRates)
+			}
+			if r.MaxRowTokens <= 16 || r.Cap != kvcache.BucketSteps(r.MaxRowTokens, 4) {
+				t.Fatalf("nats: fullest row %d in capacity %d, want capacity BucketSteps(fullest row)", r.MaxRowTokens, r.Cap)
+			}
+		} else if _, ok := got["role_global_rate"]; ok {
+			t.Fatalf("%s: role rows for a policy without roles", c.name)
 		}
 		t.Logf("%s: prefill %.1f ms, decode %.3f ms/token (host %.3f), cap %d, kv fraction %.3f, cache %d B, floor %.4f ms",
 			c.name, 1e3*r.PrefillMedian, r.DecodeMedian, r.HostMsPerToken, r.Cap, r.KVFraction, r.PeakCacheBytes, r.FloorMs)

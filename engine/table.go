@@ -31,6 +31,9 @@ type table interface {
 	NextCap() int
 	// Occupied returns the occupied slots of a row.
 	Occupied(row int) int
+	// PeakOccupied is the most slots any row has held at once since the table was made (right after a Place,
+	// before the policy's evictions): the occupancy that sets the capacity.
+	PeakOccupied() int
 }
 
 // newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS (growing
@@ -72,6 +75,7 @@ type fastTable struct {
 	rows   []fastRow
 	slots  []int32
 	steps  int // capacity buckets per doubling (kvcache.BucketSteps); 0 or 1 = powers of two
+	peak   int // PeakOccupied
 	// decided counts the NAtS decisions per layer and role (Global, Local, Window) since the table was made,
 	// the forced-Global first chunk left out (as CalibrateRoles counts them).
 	decided [][3]int64
@@ -99,6 +103,7 @@ func (t *fastTable) Cap() int                 { return t.layers[0].Cap }
 func (t *fastTable) Layers() []*kvcache.Layer { return t.layers }
 func (t *fastTable) Slots() []int32           { return t.slots }
 func (t *fastTable) Occupied(row int) int     { return t.Cap() - len(t.rows[row].free) }
+func (t *fastTable) PeakOccupied() int        { return t.peak }
 
 func (t *fastTable) NextCap() int {
 	for r := range t.rows {
@@ -119,6 +124,7 @@ func (t *fastTable) Place(pos int32) error {
 	cp := t.Cap()
 	bh := t.b * t.h
 	for r := range t.rows {
+		t.peak = max(t.peak, cp-len(t.rows[r].free)+1)
 		s := heapPop(&t.rows[r].free)
 		t.slots[r] = s
 		l := t.layers[r/bh]
@@ -301,6 +307,7 @@ func heapPop(h *[]int32) int32 {
 // genericTable drives a kvcache.Cache (any evictor) and finds the freed slots by comparing each row with its
 // state before End: O(Cap) per token and row, like the evictors it serves.
 type genericTable struct {
+	peak  int // PeakOccupied
 	c     *kvcache.Cache
 	b, h  int
 	slots []int32
@@ -327,8 +334,11 @@ func (t *genericTable) Place(pos int32) error {
 		return err
 	}
 	copy(t.slots, s)
+	t.peak = max(t.peak, t.c.MaxOccupied())
 	return nil
 }
+
+func (t *genericTable) PeakOccupied() int { return t.peak }
 
 func (t *genericTable) End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error {
 	st := t.c.Stats()

@@ -26,8 +26,8 @@
 // yields, at every step i, a valid-slot set whose positions are exactly the keys of row i of that mask
 // (NATS-SPEC §1.8, the "equivalence contract" of STYLE.md §B7).
 //
-// Capacity is bucketed to powers of two ([Bucket]; the engine's growing NAtS cache uses the finer
-// [BucketSteps] past 1024 slots) so that one decode graph is compiled per (batch, capacity bucket);
+// Capacity is bucketed to powers of two ([Bucket]; the engine's fast table for Full, StreamingLLM and
+// NAtS grows in the finer [BucketSteps] past 1024 slots) so that one decode graph is compiled per (batch, capacity bucket);
 // [Cache.NextCap] and [Cache.Grow] grow the table, keeping every slot at its index so the device can
 // grow its buffers by padding the capacity axis.
 //

@@ -66,7 +66,7 @@ var registry = []Metric{
 	{Name: "bandwidth_floor_ms", Unit: "ms", X: "prompt_len", Doc: "K/V bytes read per step over the copy bandwidth"},
 	{Name: "buffer_floor_ms", Unit: "ms", X: "prompt_len", Doc: "cache buffer bytes per step over the copy bandwidth"},
 	{Name: "cache_slots", Unit: "slots", X: "prompt_len", Doc: "K/V buffer capacity per (layer, batch row, KV head) at the end"},
-	{Name: "max_row_kv_tokens", Unit: "tokens", X: "prompt_len", Doc: "kept tokens of the fullest (layer, batch row, KV head), which sets a growing cache's capacity"},
+	{Name: "max_row_kv_tokens", Unit: "tokens", X: "prompt_len", Doc: "most tokens any (layer, batch row, KV head) held at once (before evictions), which sets a growing cache's capacity"},
 	{Name: "role_global_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Global in the timed run (mean over layers)"},
 	{Name: "role_local_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Local in the timed run (mean over layers)"},
 	{Name: "role_window_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Sliding-window in the timed run (mean over layers)"},
