@@ -1,6 +1,7 @@
 package experiments
 
 import (
+	"strings"
 	"testing"
 
 	"natsbench/model"
@@ -28,6 +29,26 @@ func TestPrefillChunk(t *testing.T) {
 	} {
 		if got := prefillChunk(c.cfg, c.m, 1, c.n); got != c.want {
 			t.Errorf("%s: prefillChunk = %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// TestLatencyConfigGrowthSteps: latency.growth_steps accepts 0 (the engine's default) and powers of two up to 64,
+// and refuses anything else naming the field.
+func TestLatencyConfigGrowthSteps(t *testing.T) {
+	base := LatencyConfig{PromptLens: []int{64}, BatchSize: 1, DecodeTokens: 4, Repeats: 1}
+	for _, ok := range []int{0, 1, 2, 4, 64} {
+		c := base
+		c.GrowthSteps = ok
+		if err := c.validate(); err != nil {
+			t.Errorf("growth_steps = %d: %v", ok, err)
+		}
+	}
+	for _, bad := range []int{-1, 3, 5, 128} {
+		c := base
+		c.GrowthSteps = bad
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), "latency.growth_steps") {
+			t.Errorf("growth_steps = %d: err = %v, want it refused naming latency.growth_steps", bad, err)
 		}
 	}
 }
