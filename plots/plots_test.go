@@ -190,6 +190,18 @@ func TestTables(t *testing.T) {
 		{RunID: "b", Sweep: "lb", Key: "full,seed=1", Task: "longbench/qasper", Metric: "qa_f1", Value: 22, N: 1},
 		{RunID: "b", Sweep: "lb", Key: "full,seed=1", Task: "longbench/gov_report", Metric: "rouge_l", Value: 30, N: 1},
 	}
+	// Latency rows (one per prompt length): the summary shows the longest prompt's value, not a mean over lengths;
+	// other rows with several x (position buckets) are pooled.
+	latRows := []results.Row{
+		{RunID: "l", Sweep: "lat", Key: "nats,seed=0", Task: "latency", Metric: "cache_slots", Step: -1, X: 1024, Value: 256, N: 1},
+		{RunID: "l", Sweep: "lat", Key: "nats,seed=0", Task: "latency", Metric: "cache_slots", Step: -1, X: 8192, Value: 1024, N: 1},
+		{RunID: "l", Sweep: "lat", Key: "nats,seed=0", Task: "latency", Metric: "cache_slots", Step: -1, X: 4096, Value: 512, N: 1},
+		{RunID: "l", Sweep: "lat", Key: "nats,seed=0", Task: "eval", Metric: "nll_bucket", Step: -1, X: 32, Value: 2, N: 1},
+		{RunID: "l", Sweep: "lat", Key: "nats,seed=0", Task: "eval", Metric: "nll_bucket", Step: -1, X: 64, Value: 4, N: 1},
+	}
+	if md := SummaryTable(latRows, []string{"cache_slots", "nll_bucket"}); !strings.Contains(md, "| lat | nats | 1 | 1024 | 3 |") {
+		t.Errorf("latency summary:\n%s", md)
+	}
 	lb := LongBenchTable(lbRows)
 	if !strings.Contains(lb, "| sweep | run | seeds | gov_report | qasper | avg |") || !strings.Contains(lb, "| lb | full | 2 | 30 ± 0 | 21 ± 1.414 | 25.5 |") {
 		t.Errorf("longbench table:\n%s", lb)

@@ -31,20 +31,30 @@ func SummaryMetrics(rows []results.Row) []string {
 }
 
 // finalValues returns, per (run, metric), the N-weighted mean of the rows at the run's last step for that
-// metric (rows with several x values, such as position buckets, are pooled).
+// metric (rows with several x values, such as position buckets, are pooled), except latency rows (task "latency",
+// one row per prompt length x): their value at the longest prompt, not a mean over lengths.
 func finalValues(rows []results.Row) map[[2]string]float64 {
 	type k = [2]string
 	last := map[k]int64{}
+	longest := map[k]float64{} // latency rows: the longest prompt
 	for _, r := range rows {
 		kk := k{r.RunID, r.Metric}
 		if s, ok := last[kk]; !ok || r.Step > s {
 			last[kk] = r.Step
+		}
+		if r.Task == "latency" {
+			if x, ok := longest[kk]; !ok || r.X > x {
+				longest[kk] = r.X
+			}
 		}
 	}
 	sum, wt := map[k]float64{}, map[k]float64{}
 	for _, r := range rows {
 		kk := k{r.RunID, r.Metric}
 		if r.Step != last[kk] || math.IsNaN(r.Value) {
+			continue
+		}
+		if x, ok := longest[kk]; ok && r.X != x {
 			continue
 		}
 		w := float64(r.N)

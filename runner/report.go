@@ -71,7 +71,7 @@ func report(sw *sweeps.Sweep, out string, smoke, all bool, w io.Writer) error {
 	fmt.Fprintf(&b, "; generated %s.\n\n", time.Now().UTC().Format(time.RFC3339))
 	b.WriteString(statusLine(c.Runs) + "\n\n")
 	if len(c.Rows) > 0 {
-		b.WriteString("Final values, mean ± sd over seeds:\n\n")
+		b.WriteString("Final values (latency rows: at the longest prompt), mean ± sd over seeds:\n\n")
 		var main, passkey []results.Row
 		for _, r := range c.Rows {
 			if r.Task == "passkey" {
