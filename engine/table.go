@@ -334,7 +334,9 @@ func (t *genericTable) Place(pos int32) error {
 		return err
 	}
 	copy(t.slots, s)
-	t.peak = max(t.peak, t.c.MaxOccupied())
+	for _, n := range t.c.Occupancy() { // per row, counted by Begin
+		t.peak = max(t.peak, int(n))
+	}
 	return nil
 }
 
