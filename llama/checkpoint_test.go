@@ -60,19 +60,12 @@ func lossAndGrads(t *testing.T, m *Model, tokens []int32, tc checkpointCase, ckp
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []any{}
-	for _, v := range m.Params.Values {
-		args = append(args, v)
-	}
 	kv := c.NumKVHeads
 	lg := make([]float32, kv*s*s)
 	for i := range lg {
 		lg[i] = float32(math.Sin(float64(i)*1.7)) * 2
 	}
-	out, err := exec.Exec(append(args, tensors.FromFlatDataAndDimensions(tokens, 1, s), tensors.FromFlatDataAndDimensions(lg, kv, s, s))...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := execWeights(t, exec, m.Params.Values, tensors.FromFlatDataAndDimensions(tokens, 1, s), tensors.FromFlatDataAndDimensions(lg, kv, s, s))
 	var grads [][]float32
 	for _, g := range out[1:] {
 		grads = append(grads, tensors.MustCopyFlatData[float32](g))

@@ -34,14 +34,7 @@ func TestMaskHook(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		args := []any{}
-		for _, v := range m.Params.Values {
-			args = append(args, v)
-		}
-		out, err := exec.Exec(append(args, tensors.FromFlatDataAndDimensions(tokens, 1, s))...)
-		if err != nil {
-			t.Fatal(err)
-		}
+		out := execWeights(t, exec, m.Params.Values, tensors.FromFlatDataAndDimensions(tokens, 1, s))
 		return tensors.MustCopyFlatData[float32](out[0])
 	}
 	plain := run(c, nil)
@@ -63,4 +56,21 @@ func TestMaskHook(t *testing.T) {
 	if d, _ := maxAbsDiff(diag, plain); d < 1e-3 {
 		t.Errorf("diagonal mask changes nothing (%g)", d)
 	}
+}
+
+// execWeights runs exec on the weights followed by the extra inputs (tokens, …), failing the test on an error.
+func execWeights(t *testing.T, exec *Exec, weights []*tensors.Tensor, extra ...*tensors.Tensor) []*tensors.Tensor {
+	t.Helper()
+	args := make([]any, 0, len(weights)+len(extra))
+	for _, v := range weights {
+		args = append(args, v)
+	}
+	for _, v := range extra {
+		args = append(args, v)
+	}
+	out, err := exec.Exec(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -30,14 +30,7 @@ func hiddenOf(t *testing.T, m *Model, c Config, tokens []int32, path AttentionPa
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []any{}
-	for _, v := range m.Params.Values {
-		args = append(args, v)
-	}
-	out, err := exec.Exec(append(args, tensors.FromFlatDataAndDimensions(tokens, 1, s))...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := execWeights(t, exec, m.Params.Values, tensors.FromFlatDataAndDimensions(tokens, 1, s))
 	return tensors.MustCopyFlatData[float32](out[0])
 }
 

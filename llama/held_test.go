@@ -22,14 +22,7 @@ func forwardWith(t *testing.T, c Config, m *Model, weights []*tensors.Tensor, to
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []any{}
-	for _, v := range weights {
-		args = append(args, v)
-	}
-	out, err := exec.Exec(append(args, tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := execWeights(t, exec, weights, tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))
 	return tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1])
 }
 
