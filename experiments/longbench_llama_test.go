@@ -318,14 +318,7 @@ func writeLlama3Tokenizer(t *testing.T, dir string) string {
 // config with vocab_size 128256, or the Llama-3 byte-level BPE tokenizer — and not the bundled llama2.c model
 // (aidreams260K.bin, tok512.bin) nor the HF tiny Llama with its 512 ids; "llama-3" and "none" force the choice.
 func TestLlamaPostProcessAuto(t *testing.T) {
-	base, err := llama.LoadLlama2C(llamaModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok512, err := llama.LoadTokenizer(llamaTok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, tok512 := bundledLlama(t)
 	tiny, err := llama.LoadConfig("../llama/testdata/hf-tiny/config.json")
 	if err != nil {
 		t.Fatal(err)
@@ -500,14 +493,7 @@ func TestLongBenchLlamaPostProcessRun(t *testing.T) {
 // never touch the prompt (its ids are those of the plain tokenizer, truncation included); with "none" the
 // answers stay as decoded.
 func TestLlamaPredictPostProcess(t *testing.T) {
-	base, err := llama.LoadLlama2C(llamaModel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := llama.LoadTokenizer(llamaTok)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base, tok := bundledLlama(t)
 	lt := llamaTokenizer{tok: tok, cfg: base.Config}
 	sets, err := longbench.ReadDir(longbenchData)
 	if err != nil {
@@ -580,6 +566,20 @@ func TestLlamaPredictPostProcess(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bundledLlama loads the bundled llama2.c model (aidreams260K.bin) and its tokenizer (tok512.bin).
+func bundledLlama(t *testing.T) (*llama.Model, llama.Tokenizer) {
+	t.Helper()
+	base, err := llama.LoadLlama2C(llamaModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := llama.LoadTokenizer(llamaTok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base, tok
 }
 
 // llamaRunSetup loads the bundled llama2.c model and writes a NAtS adapter for it into the run folder "ft" of a
