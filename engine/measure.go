@@ -54,7 +54,7 @@ type Result struct {
 	LiveBytes                       int64       // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
 	KVFraction, KVTokens            float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
 	Cap                             int         // final slots per (layer, row, KV head)
-	MaxRowTokens                    int         // kept slots of the fullest (layer, row, KV head) at the end of the last run
+	MaxRowTokens                    int         // most slots any (layer, row, KV head) held at once in the last run (what sets the capacity)
 	RoleRates                       []RoleRates // NAtS decisions per layer in the last run (prompt and decoded tokens); nil for other policies
 	KVBytesPerStep                  int64       // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
 	KeptKVBytes                     int64       // K/V bytes of the kept tokens only

@@ -76,7 +76,7 @@ type fastTable struct {
 	slots  []int32
 	steps  int // capacity buckets per doubling (kvcache.BucketSteps); 0 or 1 = powers of two
 	peak   int // PeakOccupied
-	// decided counts the NAtS decisions per layer and role (Global, Local, Window) since the table was made,
+	// decided counts the NAtS decisions per layer and kvcache.Role (Global, Local, Window) since the table was made,
 	// the forced-Global first chunk left out (as CalibrateRoles counts them).
 	decided [][3]int64
 }
@@ -178,7 +178,7 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 					role = kvcache.Global
 				}
 				if pos >= c {
-					t.decided[r/bh][roleIndex(role)]++
+					t.decided[r/bh][role]++ // role is Global, Local or Window here: 0, 1, 2
 				}
 				l := t.layers[r/bh]
 				base := (r % bh) * l.Cap
@@ -235,17 +235,6 @@ func (t *fastTable) Grow(newCap int) {
 			heapPush(&t.rows[r].free, int32(k))
 		}
 	}
-}
-
-// roleIndex is the index of a decided role in fastTable.decided.
-func roleIndex(r kvcache.Role) int {
-	switch r {
-	case kvcache.Local:
-		return 1
-	case kvcache.Window:
-		return 2
-	}
-	return 0
 }
 
 // RoleRates returns the NAtS decision rates per layer since the table was made (nil for other policies, or before
