@@ -265,8 +265,8 @@ func natsVisibility(r, sPos, sRole, pos0 *Node, W, C int) (mc, mi *Node) {
 // parameters: tokens `[B]`, pos (scalar), ridx (scalar: the staging index of the new token), per layer K, V
 // `[B, KV, Cap, hd]`, per layer staged K, V `[B, KV, R, hd]`, valid `[L, B, KV, Cap+R]` float32, state
 // `[L, B, d]`, update indices `[U, 1]` int32 (flat into valid) and update values `[U]` (added to valid).
-// Outputs: per layer staged K, V, valid, state, argmax `[B]`, logits `[B, V]`, then roles `[L, B, KV]` (NAtS)
-// and attention `[L, B, KV, Cap+R]` (evictors that need it). The committed K/V are only read: no step rewrites
+// Outputs: per layer staged K, V, valid, state, argmax `[B]` (NAtS: followed by the roles `[L, B, KV]` flattened,
+// `[B + L·B·KV]` in all), logits `[B, V]`, then attention `[L, B, KV, Cap+R]` (evictors that need it). The committed K/V are only read: no step rewrites
 // the large buffers.
 func (e *Engine) stepGraph(params, in []*Node) []*Node {
 	cfg := e.Cfg
@@ -341,10 +341,13 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 	}
 	logits := lmHead(cfg, p, model.LayerNorm(x, param(p, "ln_f")))
 	out := append(append([]*Node{}, newKr...), newVr...)
-	out = append(out, valid, Stack(newState, 0), ArgMax(logits, -1, dtypes.Int32), logits)
+	// The greedy tokens and, for NAtS, the roles come back as one int32 vector: every output read on the host is a
+	// device synchronisation and a transfer (a second one cost ~0.2 ms per step on the H200, results/latency_parts).
+	picks := ArgMax(logits, -1, dtypes.Int32)
 	if hasRoles {
-		out = append(out, Stack(roles, 0))
+		picks = Concatenate([]*Node{picks, Reshape(Stack(roles, 0), L*B*KV)}, 0)
 	}
+	out = append(out, valid, Stack(newState, 0), picks, logits)
 	if wantAttn {
 		out = append(out, Stack(attnStats, 0))
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -34,6 +35,9 @@ type MeasureOptions struct {
 	// CopyBytes is the buffer size of the bandwidth benchmark (default 256 MiB, 16 MiB on the pure-Go backend);
 	// negative skips it.
 	CopyBytes int64
+	// Log, when set, gets one line per run (warm-up or timed) as it ends: its prefill seconds (chunks, host part) and
+	// decode ms per token (device, host and commit parts), so a long measurement shows where it is.
+	Log io.Writer
 }
 
 // Result is one method at one prompt length. Times are wall-clock on the host, each decoding step ending with
@@ -186,6 +190,16 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 			return res, err
 		}
 		live = max(live, heapInUse(goBackend))
+		if o.Log != nil {
+			kind, k, n := "timed run", i-o.Warmup+1, o.Repeats
+			if i < o.Warmup {
+				kind, k, n = "warm-up", i+1, o.Warmup
+			}
+			steps := float64(max(len(dr.StepSeconds), 1))
+			fmt.Fprintf(o.Log, "    %s %d/%d: prefill %.2f s (%d chunks of %d, host %.2f s), decode %.3f ms/token (device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs and frees %.3f), %d slots\n",
+				kind, k, n, pr.Seconds, pr.Chunks, pr.Chunk, pr.HostSeconds, 1e3*dr.Seconds/steps, 1e3*dr.DeviceSeconds/steps,
+				1e3*dr.HostSeconds/steps, 1e3*dr.CommitSeconds/steps, 1e3*dr.PrepSeconds/steps, 1e3*dr.OutputSeconds/steps, e.Cap())
+		}
 		if i < o.Warmup {
 			continue
 		}
