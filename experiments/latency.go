@@ -142,7 +142,8 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
 		opt := engine.MeasureOptions{Method: rc.Method.Name, PromptLen: n, Batch: lc.BatchSize, DecodeTokens: lc.DecodeTokens,
-			Warmup: lc.Warmup, Repeats: lc.Repeats, Seed: info.seed, Chunk: prefillChunk(mcfg, rc.Method, lc.BatchSize, n)}
+			Warmup: lc.Warmup, Repeats: lc.Repeats, Seed: info.seed, Chunk: prefillChunk(mcfg, rc.Method, lc.BatchSize, n),
+			Log: env.Log}
 		if prompt != nil {
 			opt.Prompt = make([][]int32, lc.BatchSize)
 			for b := range opt.Prompt {
@@ -200,13 +201,13 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 		return int64(lc.MemLimitGiB * (1 << 30)), "latency.mem_limit_gib"
 	}
 	if strings.HasPrefix(env.Backend, "xla") && !strings.Contains(env.Backend, "cpu") {
-		args := []string{"--query-gpu=memory.free", "--format=csv,noheader,nounits"}
+		args := []string{"--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits"}
 		if env.Device >= 0 {
 			args = append(args, "-i", strconv.Itoa(env.Device))
 		}
 		if out, err := exec.Command("nvidia-smi", args...).Output(); err == nil {
-			if mib, err := strconv.ParseFloat(strings.TrimSpace(strings.Split(string(out), "\n")[0]), 64); err == nil && mib > 0 {
-				return int64(0.9 * mib * (1 << 20)), "90% of the GPU's free memory (nvidia-smi)"
+			if free, total, ok := parseFreeTotal(string(out)); ok {
+				return gpuMemLimit(free, total, model.XLAMemoryFraction(env.Backend))
 			}
 		}
 		return 0, "no limit: nvidia-smi did not answer"
@@ -221,6 +222,28 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 		}
 	}
 	return 0, "no limit: free memory unknown"
+}
+
+// parseFreeTotal reads nvidia-smi's first "free, total" line (MiB).
+func parseFreeTotal(out string) (free, total float64, ok bool) {
+	f := strings.Split(strings.Split(out, "\n")[0], ",")
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	free, e1 := strconv.ParseFloat(strings.TrimSpace(f[0]), 64)
+	total, e2 := strconv.ParseFloat(strings.TrimSpace(f[1]), 64)
+	return free, total, e1 == nil && e2 == nil && free > 0 && total > 0
+}
+
+// gpuMemLimit is the K/V limit on a CUDA GPU with free and total MiB: 90% of the free memory, but no more than the
+// XLA allocator may hand out (fraction of the total: an H200's 143,771 MiB at go-xla's default 0.75 allow 105 GiB,
+// so "90% of the free memory", 126 GiB, let through caches the allocator then refused).
+func gpuMemLimit(free, total, fraction float64) (int64, string) {
+	byFree, byAlloc := 0.9*free*(1<<20), fraction*total*(1<<20)
+	if byAlloc < byFree {
+		return int64(byAlloc), fmt.Sprintf("the XLA allocator's memory_fraction %.2g of the GPU's %.0f GiB (nvidia-smi; raise it with -backend xla:cuda,memory_fraction=0.95)", fraction, total/1024)
+	}
+	return int64(byFree), "90% of the GPU's free memory (nvidia-smi)"
 }
 
 // weightBytes is the size of the model's weights in the compute dtype.

@@ -52,3 +52,28 @@ func TestLatencyConfigGrowthSteps(t *testing.T) {
 		}
 	}
 }
+
+// TestGPUMemLimit: the K/V limit on a GPU is 90% of the free memory unless the XLA allocator's share of the total is
+// smaller (an idle H200 at go-xla's default 0.75: 105.3 GiB, not 126.4).
+func TestGPUMemLimit(t *testing.T) {
+	free, total, ok := parseFreeTotal("143221, 143771\n")
+	if !ok || free != 143221 || total != 143771 {
+		t.Fatalf("parseFreeTotal = %v, %v, %v", free, total, ok)
+	}
+	if _, _, ok := parseFreeTotal("N/A\n"); ok {
+		t.Error("parseFreeTotal accepted a line without two numbers")
+	}
+	lim, how := gpuMemLimit(free, total, 0.75)
+	if want := int64(0.75 * total * (1 << 20)); lim != want || !strings.Contains(how, "memory_fraction 0.75") || !strings.Contains(how, "nvidia-smi") {
+		t.Errorf("idle H200, fraction 0.75: %d (%s), want %d from the allocator's share", lim, how, want)
+	}
+	lim, how = gpuMemLimit(free, total, 0.95)
+	if want := int64(0.9 * free * (1 << 20)); lim != want || !strings.Contains(how, "90% of the GPU's free memory") {
+		t.Errorf("idle H200, fraction 0.95: %d (%s), want %d from the free memory", lim, how, want)
+	}
+	busy := 20000.0
+	lim, _ = gpuMemLimit(busy, total, 0.75) // a busy GPU: the free memory binds
+	if want := int64(0.9 * busy * (1 << 20)); lim != want {
+		t.Errorf("busy GPU: %d, want %d", lim, want)
+	}
+}

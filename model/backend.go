@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/gomlx/compute"
@@ -15,7 +16,10 @@ import (
 //     default parallelism the backend can deadlock on 2 cores (nested parallel DotGeneral tasks wait for workers held
 //     by their parents; GOMLX.md). Any "go:..." spec is passed through unchanged.
 //   - "xla:cuda", "xla:<absolute path to a PJRT plugin>": XLA, only in binaries built with `-tags xla` (see
-//     backend_xla.go). GOMLX_NO_AUTO_INSTALL=1 is always set, so GoMLX never downloads plugins.
+//     backend_xla.go). GOMLX_NO_AUTO_INSTALL=1 is always set, so GoMLX never downloads plugins. Options of the
+//     XLA backend follow the plugin after commas and are kept when "cuda" is resolved to the plugin's path, e.g.
+//     "xla:cuda,memory_fraction=0.95": the CUDA client's allocator stops at memory_fraction of the GPU's memory
+//     (go-xla's default 0.75: about 105 GiB of an H200, where an 8B fine-tuning probe ran out; results/finetune_memory).
 //
 // An unknown backend is an error naming the spec.
 func NewBackend(spec string) (compute.Backend, error) {
@@ -56,4 +60,30 @@ func NewBackend(spec string) (compute.Backend, error) {
 		return nil, fmt.Errorf("backend %q: %w", spec, err)
 	}
 	return b, nil
+}
+
+// cutBackendOptions splits a backend spec into the backend and plugin ("xla:cuda") and its options with their
+// leading comma (",memory_fraction=0.95"), or "" when there are none.
+func cutBackendOptions(spec string) (base, opts string) {
+	if i := strings.IndexByte(spec, ','); i >= 0 {
+		return spec[:i], spec[i:]
+	}
+	return spec, ""
+}
+
+// DefaultXLAMemoryFraction is go-xla's default share of a CUDA GPU's memory that its allocator may use.
+const DefaultXLAMemoryFraction = 0.75
+
+// XLAMemoryFraction returns the memory_fraction option of an XLA backend spec ("xla:cuda,memory_fraction=0.95"),
+// or DefaultXLAMemoryFraction when the spec sets none or an unreadable one (go-xla then refuses the spec itself).
+func XLAMemoryFraction(spec string) float64 {
+	_, opts := cutBackendOptions(spec)
+	for _, o := range strings.Split(opts, ",") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(o), "memory_fraction="); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 && f <= 1 {
+				return f
+			}
+		}
+	}
+	return DefaultXLAMemoryFraction
 }

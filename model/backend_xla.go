@@ -25,12 +25,13 @@ func resolveXLA(spec string) string {
 	if os.Getenv("GOPJRT_CUDA_CHECKS") == "" {
 		_ = os.Setenv("GOPJRT_CUDA_CHECKS", "0")
 	}
+	spec, opts := cutBackendOptions(spec)
 	_, plugin, _ := strings.Cut(spec, ":")
 	if plugin != "cuda" {
-		return spec
+		return spec + opts
 	}
 	if p := os.Getenv("PJRT_PLUGIN"); p != "" {
-		return "xla:" + p
+		return "xla:" + p + opts
 	}
 	for _, py := range []string{"/opt/torch/.venv/bin/python3", "python3"} {
 		out, err := exec.Command(py, "-c",
@@ -38,9 +39,9 @@ func resolveXLA(spec string) string {
 		if err == nil {
 			p := strings.TrimSpace(string(out))
 			if _, err := os.Stat(p); err == nil && filepath.IsAbs(p) {
-				return "xla:" + p
+				return "xla:" + p + opts
 			}
 		}
 	}
-	return spec
+	return spec + opts
 }
