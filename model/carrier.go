@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/ml/layers/attention"
 )
@@ -150,11 +151,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 				out = append(out, Reshape(MulScalar(gk, t.Coef), nKey))
 			}
 		case "stacked", "bf16dm":
-			dM := maskGradient(qR, k, v, oR, dO, mo.Hard) // [b, kv, s, s]
-			if variant == "bf16dm" {
-				dM = ConvertDType(OptimizationBarrier(ConvertDType(dM, dtypes.BFloat16)), dtypes.Float32)
-			}
-			out = append(out, stackedTermSums(dM, mo.Terms, 2))
+			out = append(out, blockedTermSums(qR, k, v, oR, dO, mo, variant == "bf16dm"))
 		case "twopass":
 			scores, dP, delta := carrierParts(qR, k, v, oR, dO)
 			m, _, z := rowStats(scores, mo.Hard)
@@ -165,6 +162,85 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 		return Concatenate(out, 0)
 	})
 	return ConvertDType(Reshape(Slice(packed, AxisRange(0, nAtt)), b, h, s, hd), att.DType())
+}
+
+// carrierBlockBytes bounds one float32 `[b, h, rows, s]` tensor of the carrier's backward pass (scores, dP, the
+// probabilities): past it, blockedTermSums walks the queries in blocks of rows. 2 GiB keeps every shape measured on
+// the H200 in one block (paper shape 512 MiB, GPT-2 small 384 MiB) and splits long fine-tuning sequences (Llama-3-8B
+// at 16k tokens: 32 GiB per tensor unblocked, which failed to allocate; 16 blocks of 1,024 rows).
+var carrierBlockBytes int64 = 2 << 30
+
+// SetCarrierBlockBytes sets the bound of one block of the carrier's backward pass (tests: small blocks on tiny
+// shapes) and returns a function restoring the previous bound. Read when a graph is built.
+func SetCarrierBlockBytes(n int64) (restore func()) {
+	old := carrierBlockBytes
+	carrierBlockBytes = n
+	return func() { carrierBlockBytes = old }
+}
+
+// carrierRows returns the query rows per block of the carrier's backward pass for b·h query heads of s tokens: s
+// when one float32 `[b, h, s, s]` tensor fits carrierBlockBytes, else s halved (rounded up) until a block fits (or
+// one row is left).
+func carrierRows(bh, s int) int {
+	rows := s
+	for rows > 1 && int64(bh)*int64(rows)*int64(s)*4 > carrierBlockBytes {
+		rows = (rows + 1) / 2
+	}
+	return rows
+}
+
+// blockedTermSums is the stacked (and, with bf16dm, the bf16-stored) carrier gradient of every term, packed as
+// stackedTermSums packs it, computed over blocks of query rows (carrierRows): each block recomputes its rows of S
+// and dP against all keys, its rows of ∂L/∂M and their sums over its queries, and the blocks' sums add up. Every
+// row's statistics (max, Z, Δ) lie within its block, so the result is the unblocked one up to the order of the
+// float32 additions over queries. An optimisation barrier joins each block's inputs to the running sum, so XLA
+// runs the blocks one after another and one block's temporaries can reuse the last one's memory.
+func blockedTermSums(q, k, v, o, dO *Node, mo MaskOut, bf16dm bool) *Node {
+	dims := q.Shape().Dimensions // [b, kv, rep, s, hd]
+	s := dims[3]
+	rows := carrierRows(dims[0]*dims[1]*dims[2], s)
+	sumBlock := func(q, o, dO, hard *Node, terms []CarrierTerm, r0 int) *Node {
+		scores, dP, delta := carrierPartsFrom(q, k, v, o, dO, r0)
+		_, e, z := rowStats(scores, hard)
+		dM := ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2) // [b, kv, rows, s]
+		if bf16dm {
+			dM = ConvertDType(OptimizationBarrier(ConvertDType(dM, dtypes.BFloat16)), dtypes.Float32)
+		}
+		return stackedTermSums(dM, terms, 2)
+	}
+	if rows >= s {
+		return sumBlock(q, o, dO, mo.Hard, mo.Terms, 0)
+	}
+	var acc *Node
+	for r0 := 0; r0 < s; r0 += rows {
+		r1 := min(r0+rows, s)
+		qb, ob, dOb := rowsOf(q, 3, r0, r1), rowsOf(o, 3, r0, r1), rowsOf(dO, 3, r0, r1)
+		if acc != nil {
+			xs := OptimizationBarriers(acc, qb, ob, dOb)
+			acc, qb, ob, dOb = xs[0], xs[1], xs[2], xs[3]
+		}
+		terms := make([]CarrierTerm, len(mo.Terms))
+		for i, t := range mo.Terms {
+			terms[i] = CarrierTerm{Key: t.Key, Region: rowsOf(t.Region, 2, r0, r1), Coef: t.Coef}
+		}
+		part := sumBlock(qb, ob, dOb, rowsOf(mo.Hard, 2, r0, r1), terms, r0)
+		if acc == nil {
+			acc = part
+		} else {
+			acc = Add(acc, part)
+		}
+	}
+	return acc
+}
+
+// rowsOf slices x to [r0, r1) along axis.
+func rowsOf(x *Node, axis, r0, r1 int) *Node {
+	ranges := make([]SliceAxisSpec, x.Rank())
+	for i := range ranges {
+		ranges[i] = AxisRange()
+	}
+	ranges[axis] = AxisRange(r0, r1)
+	return Slice(x, ranges...)
 }
 
 // stackedTermSums returns the terms' key gradients packed term by term (`[T·b·kv·s]`): Coef_t·Σ Region_t·x over the
@@ -210,15 +286,26 @@ func rowStats(scores, hard *Node) (m, e, z *Node) {
 // `[b,kv,rep,s,hd]` (float32), the scaled scores S with −1e30 above the diagonal and dP = dO·vᵀ, both
 // `[b, kv, rep, s, s]`, and Δ = dO·O `[b, kv, rep, s, 1]`, all float32.
 func carrierParts(q, k, v, o, dO *Node) (scores, dP, delta *Node) {
+	return carrierPartsFrom(q, k, v, o, dO, 0)
+}
+
+// carrierPartsFrom is carrierParts for the query rows [r0, r0+rows) of q, o and dO `[b,kv,rep,rows,hd]` against all
+// the keys of k, v `[b,kv,s,hd]`: S and dP are `[b, kv, rep, rows, s]`, causal for absolute query positions.
+func carrierPartsFrom(q, k, v, o, dO *Node, r0 int) (scores, dP, delta *Node) {
 	hd := q.Shape().Dimensions[4]
-	s := q.Shape().Dimensions[3]
+	rows, s := q.Shape().Dimensions[3], k.Shape().Dimensions[2]
 	g := q.Graph()
 	f32 := dtypes.Float32
 	// float32 products: the carrier gradient takes differences of e/Z·dP terms, which bf16 scores would blur. In
 	// bf16 the operands stay bf16 (every one of q, k, v and dO holds bf16 values: dO is the adjoint of a bf16
 	// tensor) and the matmul accumulates into a float32 output: the same numbers as float32 operands, on tensor cores.
 	scores = MulScalar(contractF32("bgrqd,bgkd->bgrqk", q, k), 1/math.Sqrt(float64(hd)))
-	causal := ExpandLeftToRank(causalMask(g, s), scores.Rank())
+	causal := causalMask(g, s)
+	if r0 != 0 || rows != s {
+		causal = GreaterOrEqual(AddScalar(Iota(g, shapes.Make(dtypes.Int32, rows, s), 0), float64(r0)),
+			Iota(g, shapes.Make(dtypes.Int32, rows, s), 1))
+	}
+	causal = ExpandLeftToRank(causal, scores.Rank())
 	scores = Where(BroadcastToShape(causal, scores.Shape()), scores, Scalar(g, f32, -1e30))
 	dOc := dO
 	if q.DType().IsHalfPrecision() {
