@@ -2,6 +2,7 @@ package finetune
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -20,6 +21,7 @@ type ProbeOptions struct {
 	Steps        int          // training steps run (the first one compiles the step); default 1
 	Seed         uint64       // random weights, scorers, tokens and Gumbel noise
 	NAtS         *nats.Config // the masker; nil: nats.DefaultConfig() with λ 1e-3
+	Log          io.Writer    // when set, a line as each phase begins and ends (a cut probe shows where it was)
 }
 
 // ProbeResult is what one Probe measured.
@@ -64,12 +66,19 @@ func Probe(backend compute.Backend, c llama.Config, o ProbeOptions) (ProbeResult
 	if err != nil {
 		return res, fmt.Errorf("probe: %w", err)
 	}
+	logf := func(format string, args ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, format+"\n", args...)
+		}
+	}
 	start := time.Now()
+	logf("  generating random weights on the device (%d layers) …", c.NumLayers)
 	base, err := llama.NewRandomOnDevice(backend, c, wdt, o.Seed)
 	if err != nil {
 		return res, fmt.Errorf("probe: %w", err)
 	}
 	res.SetupSeconds = time.Since(start).Seconds()
+	logf("  random weights ready in %.1f s", res.SetupSeconds)
 	cfg := DefaultConfig()
 	cfg.Steps, cfg.Checkpoint, cfg.WeightsDType = o.Steps, o.Checkpoint, wdt
 	tr, err := New(backend, base, masker, cfg, o.Seed)
@@ -85,11 +94,17 @@ func Probe(backend compute.Backend, c llama.Config, o ProbeOptions) (ProbeResult
 	}
 	for s := 0; s < o.Steps; s++ {
 		t0 := time.Now()
+		note := ""
+		if s == 0 {
+			note = " (compiles the step first)"
+		}
+		logf("  step %d/%d%s …", s+1, o.Steps, note)
 		row, err := tr.TrainStep(toks, labels)
 		if err != nil {
 			return res, fmt.Errorf("probe (seq %d, compute %s, weights %s, checkpointing %v): %w", o.Seq, c.DType, wdt, o.Checkpoint, err)
 		}
 		res.StepSeconds = append(res.StepSeconds, time.Since(t0).Seconds())
+		logf("  step %d done in %.2f s", s+1, res.StepSeconds[s])
 		res.Rows = append(res.Rows, row)
 	}
 	return res, nil

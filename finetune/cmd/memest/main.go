@@ -36,7 +36,7 @@ func main() {
 	seq := flag.Int("seq", 16384, "tokens per sequence")
 	dir := flag.String("model", "", "Hugging Face model folder whose config.json gives the architecture (default: -config)")
 	arch := flag.String("config", "llama3-8b", "architecture without a model folder: llama3-8b or tiny (finetune.TinyLlama)")
-	budget := flag.Float64("budget", 139, "device memory in GiB (H200: about 139 GiB usable)")
+	budget := flag.Float64("budget", 105, "device memory XLA may use, GiB (H200: 140.4 GiB × go-xla's memory_fraction 0.75 = 105; 133 with -backend xla:cuda,memory_fraction=0.95)")
 	probe := flag.Bool("probe", false, "run real training steps on random weights and measure (see the command doc)")
 	backendSpec := flag.String("backend", "go", "probe: GoMLX backend (go, xla:cuda; xla needs a binary built with -tags xla)")
 	dtype := flag.String("dtype", "", "probe: compute dtype, float32 or bfloat16 (default: bfloat16 on xla, float32 on go)")
@@ -45,10 +45,22 @@ func main() {
 	steps := flag.Int("steps", 2, "probe: training steps (the first one compiles)")
 	seed := flag.Uint64("seed", 1, "probe: seed of the random weights, scorers and tokens")
 	gpu := flag.Int("gpu", 0, "probe on xla: the GPU index nvidia-smi reports on")
+	blockMiB := flag.Int("carrier-block-mib", 0, "probe: bound of one float32 [b, heads, rows, seq] block of the NAtS carrier's backward pass, MiB (0: the default, 2048)")
+	layers := flag.Int("layers", 0, "keep only the first N decoder layers (0: all): a probe that compiles and runs N/L of the work, to check the estimate's per-layer terms on a model whose full step takes too long")
 	flag.Parse()
 	c, name, err := architecture(*dir, *arch)
 	if err != nil {
 		fail(err)
+	}
+	if *layers != 0 {
+		if *layers < 0 || *layers > c.NumLayers {
+			fail(fmt.Errorf("-layers %d: want 1..%d (%s has %d layers)", *layers, c.NumLayers, name, c.NumLayers))
+		}
+		name = fmt.Sprintf("%s cut to %d of its %d layers", name, *layers, c.NumLayers)
+		c.NumLayers = *layers
+	}
+	if *blockMiB > 0 {
+		model.SetCarrierBlockBytes(int64(*blockMiB) << 20)
 	}
 	if *probe {
 		os.Exit(runProbe(c, name, probeFlags{seq: *seq, backend: *backendSpec, dtype: *dtype, weights: *weights,
@@ -56,6 +68,8 @@ func main() {
 	}
 	b := int64(*budget * (1 << 30))
 	fmt.Printf("%s, bf16 compute:\n", name)
+	fmt.Println("(a lower bound: on the H200, XLA's plan for Llama-3-8B cut to 4 layers was 2.2× the fused estimate at 8k tokens")
+	fmt.Println(" and 1.9× at 12k, before the carrier's backward pass was split into query blocks; results/finetune_memory)")
 	for _, fused := range []bool{false, true} {
 		if fused {
 			fmt.Println("fused attention (what finetune runs in bf16: attention.Core + the carrier's custom VJP, nothing of size seq² kept between the passes):")
@@ -127,7 +141,7 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 		name, backend.Description(), f.seq, f.dtype, or(f.weights, f.dtype), f.checkpoint, f.steps)
 	poll := startPolling(sampler, 100*time.Millisecond)
 	res, err := finetune.Probe(backend, c, finetune.ProbeOptions{Seq: f.seq, DType: f.dtype, WeightsDType: f.weights,
-		Checkpoint: f.checkpoint, Steps: f.steps, Seed: f.seed})
+		Checkpoint: f.checkpoint, Steps: f.steps, Seed: f.seed, Log: os.Stdout})
 	peak, samples, sampleErr := poll.Stop()
 	fmt.Printf("  estimate: %v\n", res.Estimate)
 	status := 0
