@@ -43,29 +43,30 @@ type MeasureOptions struct {
 // Result is one method at one prompt length. Times are wall-clock on the host, each decoding step ending with
 // the transfer of its greedy tokens (a device synchronisation).
 type Result struct {
-	Method                          string
-	Backend                         string
-	PromptLen, Batch, Chunk         int
-	DecodeTokens, Repeats           int
-	PrefillSeconds                  []float64   // per timed run
-	PrefillMedian, PrefillP90       float64     // seconds
-	DecodeMsPerToken                []float64   // per timed run: mean step time in ms
-	DecodeMedian, DecodeP90         float64     // ms per token
-	HostMsPerToken                  float64     // median over runs of the host-table part of a step, ms
-	DeviceMsPerToken                float64     // median over runs of the step graph's part (launch to tokens on the host), ms
-	CommitMsPerToken                float64     // median over runs of the commits' part (staged tokens moved, growth), ms
-	PeakCacheBytes, PeakChunkBytes  int64       // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
-	LiveBytes                       int64       // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
-	KVFraction, KVTokens            float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
-	Cap                             int         // final slots per (layer, row, KV head)
-	MaxRowTokens                    int         // most slots any (layer, row, KV head) held at once in the last run (what sets the capacity)
-	RoleRates                       []RoleRates // NAtS decisions per layer in the last run (prompt and decoded tokens); nil for other policies
-	KVBytesPerStep                  int64       // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
-	KeptKVBytes                     int64       // K/V bytes of the kept tokens only
-	ParamBytes                      int64       // model weights (read once per step)
-	BandwidthBytesPerSecond         float64     // measured device copy bandwidth (0 when skipped)
-	FloorMs, BufferFloorMs          float64     // (KeptKVBytes+ParamBytes) and (KVBytesPerStep+ParamBytes) ÷ bandwidth, ms
-	DecodeOverFloor, PrefillTokensS float64     // DecodeMedian ÷ FloorMs; prompt tokens per second (median)
+	Method                           string
+	Backend                          string
+	PromptLen, Batch, Chunk          int
+	DecodeTokens, Repeats            int
+	PrefillSeconds                   []float64   // per timed run
+	PrefillMedian, PrefillP90        float64     // seconds
+	DecodeMsPerToken                 []float64   // per timed run: mean step time in ms
+	DecodeMedian, DecodeP90          float64     // ms per token
+	HostMsPerToken                   float64     // median over runs of the host-table part of a step, ms
+	DeviceMsPerToken                 float64     // median over runs of the step graph's part (launch to tokens on the host), ms
+	CommitMsPerToken                 float64     // median over runs of the commits' part (staged tokens moved, growth), ms
+	PrepMsPerToken, OutputMsPerToken float64     // medians over runs of the arguments' and the outputs' parts (StepOut), ms
+	PeakCacheBytes, PeakChunkBytes   int64       // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
+	LiveBytes                        int64       // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
+	KVFraction, KVTokens             float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
+	Cap                              int         // final slots per (layer, row, KV head)
+	MaxRowTokens                     int         // most slots any (layer, row, KV head) held at once in the last run (what sets the capacity)
+	RoleRates                        []RoleRates // NAtS decisions per layer in the last run (prompt and decoded tokens); nil for other policies
+	KVBytesPerStep                   int64       // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
+	KeptKVBytes                      int64       // K/V bytes of the kept tokens only
+	ParamBytes                       int64       // model weights (read once per step)
+	BandwidthBytesPerSecond          float64     // measured device copy bandwidth (0 when skipped)
+	FloorMs, BufferFloorMs           float64     // (KeptKVBytes+ParamBytes) and (KVBytesPerStep+ParamBytes) ÷ bandwidth, ms
+	DecodeOverFloor, PrefillTokensS  float64     // DecodeMedian ÷ FloorMs; prompt tokens per second (median)
 }
 
 // Row is one long-format result row (STYLE.md B5: one metric per row; the results package adds the run identity
@@ -79,7 +80,7 @@ type Row struct {
 }
 
 // Rows returns the result as long-format rows: prefill_seconds(_p90), decode_ms_per_token(_p90),
-// host_ms_per_token, device_ms_per_token, commit_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
+// host_ms_per_token, device_ms_per_token, commit_ms_per_token, prep_ms_per_token, output_ms_per_token, peak_cache_bytes, peak_chunk_bytes, live_buffer_bytes, kv_fraction, kv_tokens,
 // cache_slots (capacity per row), max_row_kv_tokens (the most slots a row held at once), role_{global,local,window}_rate (NAtS: the
 // decisions of the last run, mean over layers),
 // kv_bytes_per_step, kept_kv_bytes, bandwidth_bytes_per_second, bandwidth_floor_ms, buffer_floor_ms.
@@ -97,6 +98,8 @@ func (r Result) Rows() []Row {
 		row("host_ms_per_token", r.HostMsPerToken, n),
 		row("device_ms_per_token", r.DeviceMsPerToken, n),
 		row("commit_ms_per_token", r.CommitMsPerToken, n),
+		row("prep_ms_per_token", r.PrepMsPerToken, n),
+		row("output_ms_per_token", r.OutputMsPerToken, n),
 		row("peak_cache_bytes", float64(r.PeakCacheBytes), 1),
 		row("peak_chunk_bytes", float64(r.PeakChunkBytes), 1),
 		row("kv_fraction", r.KVFraction, 1),
@@ -178,7 +181,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	res := Result{Method: o.Method, Backend: e.Backend.String(), PromptLen: o.PromptLen, Batch: o.Batch, Chunk: o.Chunk,
 		DecodeTokens: o.DecodeTokens, Repeats: o.Repeats}
 	goBackend := e.Backend.String() == "go"
-	var host, dev, commit []float64
+	var host, dev, commit, prep, outs []float64
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
 		pr, err := e.Prefill(prompt, o.Chunk)
 		if err != nil {
@@ -214,11 +217,14 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 		host = append(host, 1e3*dr.HostSeconds/steps)
 		dev = append(dev, 1e3*dr.DeviceSeconds/steps)
 		commit = append(commit, 1e3*dr.CommitSeconds/steps)
+		prep = append(prep, 1e3*dr.PrepSeconds/steps)
+		outs = append(outs, 1e3*dr.OutputSeconds/steps)
 	}
 	res.PrefillMedian, res.PrefillP90 = quantile(res.PrefillSeconds, 0.5), quantile(res.PrefillSeconds, 0.9)
 	res.DecodeMedian, res.DecodeP90 = quantile(res.DecodeMsPerToken, 0.5), quantile(res.DecodeMsPerToken, 0.9)
 	res.HostMsPerToken, res.DeviceMsPerToken = quantile(host, 0.5), quantile(dev, 0.5)
 	res.CommitMsPerToken = quantile(commit, 0.5)
+	res.PrepMsPerToken, res.OutputMsPerToken = quantile(prep, 0.5), quantile(outs, 0.5)
 	if res.PrefillMedian > 0 {
 		res.PrefillTokensS = float64(o.PromptLen*o.Batch) / res.PrefillMedian
 	}

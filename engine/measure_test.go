@@ -3,6 +3,7 @@ package engine
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"natsbench/kvcache"
@@ -83,9 +84,21 @@ func TestMeasure(t *testing.T) {
 		e    *Engine
 	}{{"full", full}, {"nats", sparse}} {
 		opt.Method = c.name
+		var log strings.Builder
+		opt.Log = &log
 		r, err := Measure(c.e, opt)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// One progress line per run, and the step's parts: disjoint intervals of each step, so (medians over two runs
+		// being means) they add up to at most the decode time per token.
+		if n := strings.Count(log.String(), "\n"); n != opt.Warmup+opt.Repeats || !strings.Contains(log.String(), "timed run 2/2") {
+			t.Fatalf("%s: progress lines:\n%s", c.name, log.String())
+		}
+		parts := r.HostMsPerToken + r.DeviceMsPerToken + r.CommitMsPerToken + r.PrepMsPerToken + r.OutputMsPerToken
+		if r.DeviceMsPerToken <= 0 || r.PrepMsPerToken <= 0 || r.OutputMsPerToken <= 0 || parts > r.DecodeMedian*(1+1e-9) {
+			t.Fatalf("%s: parts host %v device %v commit %v prep %v output %v, decode %v ms/token", c.name, r.HostMsPerToken,
+				r.DeviceMsPerToken, r.CommitMsPerToken, r.PrepMsPerToken, r.OutputMsPerToken, r.DecodeMedian)
 		}
 		if len(r.PrefillSeconds) != 2 || len(r.DecodeMsPerToken) != 2 || r.DecodeMedian <= 0 || r.PrefillMedian <= 0 {
 			t.Fatalf("%s: timings %+v", c.name, r)
@@ -108,6 +121,12 @@ func TestMeasure(t *testing.T) {
 		got := map[string]float64{}
 		for _, row := range r.Rows() {
 			got[row.Metric] = row.Value
+		}
+		if v, ok := got["prep_ms_per_token"]; !ok || v != r.PrepMsPerToken {
+			t.Fatalf("%s: prep_ms_per_token row %v (present %v), want %v", c.name, v, ok, r.PrepMsPerToken)
+		}
+		if v, ok := got["output_ms_per_token"]; !ok || v != r.OutputMsPerToken {
+			t.Fatalf("%s: output_ms_per_token row %v (present %v), want %v", c.name, v, ok, r.OutputMsPerToken)
 		}
 		if v, ok := got["cache_slots"]; !ok || v != float64(r.Cap) {
 			t.Fatalf("%s: cache_slots row %v (present %v), capacity %d", c.name, v, ok, r.Cap)

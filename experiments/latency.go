@@ -29,6 +29,8 @@ var latencyMetric = map[string]struct {
 	"host_ms_per_token":          {"host_ms_per_token", 1},
 	"device_ms_per_token":        {"device_ms_per_token", 1},
 	"commit_ms_per_token":        {"commit_ms_per_token", 1},
+	"prep_ms_per_token":          {"prep_ms_per_token", 1},
+	"output_ms_per_token":        {"output_ms_per_token", 1},
 	"peak_cache_bytes":           {"kv_cache_bytes", 1},
 	"peak_chunk_bytes":           {"prefill_chunk_bytes", 1},
 	"kv_fraction":                {"kv_fraction", 1},
