@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# The measurements still open after 2026-11-29, in two device calls on one H200 (each under the 10-minute limit):
-#   PART=1 (≤ ~6 min):
-#     1. fine-tuning memory: one scorer-only training step of a random-weight Llama-3-8B at 16k tokens (bf16 compute
-#        and weights, per-layer checkpointing): does it fit one H200, and what peak does nvidia-smi see (memest -probe);
-#     2. where a decoding step's time goes: scripts/device_diag.sh (decode-step HLO, Triton GEMM fusions off).
-#   PART=2 (≤ ~9.5 min):
-#     3. latency32k's batch-8 runs of the pg19 shape (the cache's share of a step with 8 sequences);
-#     4. latency32k's nats_8b_g4: the 8B-shaped NAtS cache with the finer growth buckets (nats_8b, 157 s on the H200,
-#        was measured with powers of two), the role rates the scorers reach at 32k, and the fullest row.
+# The measurements still open after 2026-11-29 (session 6), in three device calls on one H200 (each under the
+# 10-minute limit):
+#   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
+#     checkpointing) with the carrier's backward pass in query blocks (model/carrier.go) and the XLA allocator
+#     allowed 95% of the GPU (-backend xla:cuda,memory_fraction=0.95): first cut to 4 layers at 16k tokens (before
+#     the blocks it failed to allocate 32 GiB; results/finetune_memory), then all 32 layers at 16k (cut at 300 s
+#     with no step finished before; PROBE_S bounds it).
+#   PART=2 (≤ ~9.5 min): latency_parts.toml again (the engine's step fixes of 2026-11-29: was the argument part
+#     0.95 ms at 16k, batch 8; outputs 0.27 ms for NAtS), then latency32k's 8B-shaped batch-8 runs (full_8b_b8,
+#     nats_8b_b8) with the time left.
+#   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
+#     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
-#   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/runner.xz and .carry/dev/memest.xz)
-#                PART=2 scripts/device_pending.sh .carry/dev     (carry .carry/dev/runner.xz)
-# Leaves in $OUT: PART=1 probe.log and the files of device_diag.sh; PART=2 latency32k.log and latency32k.tar.gz
-# (unpack the run folders into results/latency32k/). Prints a short summary last.
+#   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
+#                PART=2|3 scripts/device_pending.sh .carry/dev   (carry .carry/dev/runner.xz)
+# Leaves in $OUT: probe-*.log (PART=1); latency32k.log and latency32k.tar.gz, PART=2 also parts.log and
+# latency_parts.tar.gz (unpack latency32k's run folders into results/latency32k/; latency_parts' have the run IDs of
+# the committed "before" measurement: unpack them into a new folder, e.g. results/latency_parts_after/); PART=3 also
+# the files of device_diag.sh.
+# Prints a short summary last.
 set -uo pipefail
 dir=${1:-.carry/dev}
 part=${PART:-1}
@@ -23,31 +29,56 @@ export GOMLX_NO_AUTO_INSTALL=1
 for f in runner memest; do [ -f "$dir/$f.xz" ] && xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
+# lat SECONDS RUN...: latency32k runs, one runner process each, in order, until SECONDS have passed since the call began.
+lat() {
+	local until=$1
+	shift
+	for r in "$@"; do
+		local left=$((until - SECONDS))
+		if [ $left -lt 45 ]; then
+			echo "latency32k $r: skipped ($left s left)"
+			continue
+		fi
+		timeout -k 5 $left $bin/runner -sweep latency32k.toml -only "$r" -out /tmp/l32 -backend xla:cuda -no-report \
+			>>"$OUT/latency32k.log" 2>&1
+		echo "latency32k $r: exit $? (124 = cut) after $((SECONDS)) s"
+	done
+	tar -C /tmp/l32 -czf "$OUT/latency32k.tar.gz" . 2>/dev/null
+}
+summary() { grep -h -E 'latency .*prompt|failed|rror' "$OUT/latency32k.log" | cut -c1-220; }
+
 case $part in
 1)
-	timeout -k 5 "${PROBE_S:-140}" $bin/memest -probe -backend xla:cuda -seq "${PROBE_SEQ:-16384}" -steps 2 >"$OUT/probe.log" 2>&1
-	echo "memest -probe: exit $? (3 = out of memory, 124 = cut)"
-	DIAG_S=${DIAG_S:-100} bash scripts/device_diag.sh "$dir" >"$OUT/diag.out" 2>&1
-	echo "device_diag.sh: exit $?"
+	be=xla:cuda,memory_fraction=0.95
+	timeout -k 5 "${PROBE4_S:-150}" $bin/memest -probe -backend $be -seq 16384 -layers 4 -steps 2 >"$OUT/probe-4layers-16k.log" 2>&1
+	echo "memest -probe -layers 4: exit $? (3 = out of memory, 124 = cut)"
+	timeout -k 5 $((${PROBE_UNTIL:-530} - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -steps 2 >"$OUT/probe-32layers-16k.log" 2>&1
+	echo "memest -probe (32 layers): exit $? (3 = out of memory, 124 = cut)"
 	echo
-	grep -h -E 'peak|fits|estimate|rror' "$OUT/probe.log" | cut -c1-160 | tail -8
-	tail -12 "$OUT/diag.out"
+	grep -h -E 'probe:|step .* done|peak|OUT OF|plan' "$OUT"/probe-*.log | cut -c1-200
 	;;
 2)
-	# nats_8b_g4 first (the run that has waited longest), then the batch-8 runs; one process, one timeout.
-	timeout -k 5 "${LAT_S:-540}" $bin/runner -sweep latency32k.toml -only 'nats_8b_g4' -out /tmp/l32 -backend xla:cuda \
-		-no-report >"$OUT/latency32k.log" 2>&1
-	echo "latency32k nats_8b_g4: exit $? (124 = cut)"
-	left=$((${LAT_S:-540} - SECONDS + 5))
-	[ $left -gt 60 ] && timeout -k 5 $left $bin/runner -sweep latency32k.toml -only '*_b8' -out /tmp/l32 -backend xla:cuda \
-		-no-report >>"$OUT/latency32k.log" 2>&1
-	echo "latency32k batch 8: exit $? (124 = cut; $left s were left)"
-	tar -C /tmp/l32 -czf "$OUT/latency32k.tar.gz" . 2>/dev/null
+	timeout -k 5 150 $bin/runner -sweep latency_parts.toml -out /tmp/lp -backend xla:cuda -no-report >"$OUT/parts.log" 2>&1
+	echo "latency_parts: exit $? (124 = cut)"
+	tar -C /tmp/lp -czf "$OUT/latency_parts.tar.gz" . 2>/dev/null
+	grep -E 'timed run 1|rror' "$OUT/parts.log" | cut -c1-220
+	lat "${LAT_UNTIL:-555}" full_8b_b8 nats_8b_b8
 	echo
-	grep -h -E 'latency .*prompt|failed|rror' "$OUT/latency32k.log" | cut -c1-220
+	summary
+	;;
+3)
+	lat "${LAT_UNTIL:-470}" full_8b_b16 nats_8b_b16
+	left=$((560 - SECONDS))
+	if [ $left -gt 90 ]; then
+		DIAG_S=$(((left - 10) / 2)) bash scripts/device_diag.sh .carry/dev >"$OUT/diag.out" 2>&1
+		echo "device_diag.sh: exit $?"
+		tail -6 "$OUT/diag.out"
+	fi
+	echo
+	summary
 	;;
 *)
-	echo "PART=$part: want 1 or 2" >&2
+	echo "PART=$part: want 1, 2 or 3" >&2
 	exit 2
 	;;
 esac
