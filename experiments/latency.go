@@ -202,14 +202,15 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 	if lc.MemLimitGiB > 0 {
 		return int64(lc.MemLimitGiB * (1 << 30)), "latency.mem_limit_gib"
 	}
-	if strings.HasPrefix(env.Backend, "xla") && !strings.Contains(env.Backend, "cpu") {
+	spec := model.BackendSpec(env.Backend)
+	if strings.HasPrefix(spec, "xla") && !strings.Contains(spec, "cpu") {
 		args := []string{"--query-gpu=memory.free,memory.total", "--format=csv,noheader,nounits"}
 		if env.Device >= 0 {
 			args = append(args, "-i", strconv.Itoa(env.Device))
 		}
 		if out, err := exec.Command("nvidia-smi", args...).Output(); err == nil {
 			if free, total, ok := parseFreeTotal(string(out)); ok {
-				return gpuMemLimit(free, total, model.XLAMemoryFraction(env.Backend))
+				return gpuMemLimit(free, total, model.XLAMemoryFraction(spec))
 			}
 		}
 		return 0, "no limit: nvidia-smi did not answer"
@@ -237,13 +238,15 @@ func parseFreeTotal(out string) (free, total float64, ok bool) {
 	return free, total, e1 == nil && e2 == nil && free > 0 && total > 0
 }
 
-// gpuMemLimit is the K/V limit on a CUDA GPU with free and total MiB: 90% of the free memory, but no more than the
-// XLA allocator may hand out (fraction of the total: an H200's 143,771 MiB at go-xla's default 0.75 allow 105 GiB,
-// so "90% of the free memory", 126 GiB, let through caches the allocator then refused).
+// gpuMemLimit is the K/V limit on a CUDA GPU with free and total MiB: 90% of the free memory or 90% of what the XLA
+// allocator may hand out (fraction of the total), whichever is smaller; the other 10% is headroom for a prefill
+// chunk's scores and the graphs' temporaries, which the engine's check does not count. An H200's 143,771 MiB at
+// go-xla's default fraction 0.75 allow 105 GiB, so 90% of the free memory, 126 GiB, let through caches the
+// allocator then refused.
 func gpuMemLimit(free, total, fraction float64) (int64, string) {
-	byFree, byAlloc := 0.9*free*(1<<20), fraction*total*(1<<20)
+	byFree, byAlloc := 0.9*free*(1<<20), 0.9*fraction*total*(1<<20)
 	if byAlloc < byFree {
-		return int64(byAlloc), fmt.Sprintf("the XLA allocator's memory_fraction %.2g of the GPU's %.0f GiB (nvidia-smi; raise it with -backend xla:cuda,memory_fraction=0.95)", fraction, total/1024)
+		return int64(byAlloc), fmt.Sprintf("90%% of the XLA allocator's memory_fraction %.2g of the GPU's %.0f GiB (nvidia-smi; raise it with -backend xla:cuda,memory_fraction=0.95)", fraction, total/1024)
 	}
 	return int64(byFree), "90% of the GPU's free memory (nvidia-smi)"
 }

@@ -54,7 +54,7 @@ func TestLatencyConfigGrowthSteps(t *testing.T) {
 }
 
 // TestGPUMemLimit: the K/V limit on a GPU is 90% of the free memory unless the XLA allocator's share of the total is
-// smaller (an idle H200 at go-xla's default 0.75: 105.3 GiB, not 126.4).
+// smaller (an idle H200 at go-xla's default 0.75: 90% of 105.3 GiB, not of 139.9).
 func TestGPUMemLimit(t *testing.T) {
 	free, total, ok := parseFreeTotal("143221, 143771\n")
 	if !ok || free != 143221 || total != 143771 {
@@ -64,12 +64,12 @@ func TestGPUMemLimit(t *testing.T) {
 		t.Error("parseFreeTotal accepted a line without two numbers")
 	}
 	lim, how := gpuMemLimit(free, total, 0.75)
-	if want := int64(0.75 * total * (1 << 20)); lim != want || !strings.Contains(how, "memory_fraction 0.75") || !strings.Contains(how, "nvidia-smi") {
+	if want := int64(0.9 * 0.75 * total * (1 << 20)); lim != want || !strings.Contains(how, "memory_fraction 0.75") || !strings.Contains(how, "nvidia-smi") {
 		t.Errorf("idle H200, fraction 0.75: %d (%s), want %d from the allocator's share", lim, how, want)
 	}
-	lim, how = gpuMemLimit(free, total, 0.95)
+	lim, how = gpuMemLimit(free, total, 1)
 	if want := int64(0.9 * free * (1 << 20)); lim != want || !strings.Contains(how, "90% of the GPU's free memory") {
-		t.Errorf("idle H200, fraction 0.95: %d (%s), want %d from the free memory", lim, how, want)
+		t.Errorf("idle H200, fraction 1: %d (%s), want %d from the free memory", lim, how, want)
 	}
 	busy := 20000.0
 	lim, _ = gpuMemLimit(busy, total, 0.75) // a busy GPU: the free memory binds

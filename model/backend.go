@@ -24,9 +24,7 @@ import (
 // An unknown backend is an error naming the spec.
 func NewBackend(spec string) (compute.Backend, error) {
 	_ = os.Setenv("GOMLX_NO_AUTO_INSTALL", "1")
-	if spec == "" {
-		spec = os.Getenv("NATSBENCH_BACKEND")
-	}
+	spec = BackendSpec(spec)
 	name, _, _ := strings.Cut(spec, ":")
 	switch {
 	case spec == "" || spec == "go":
@@ -75,7 +73,7 @@ func cutBackendOptions(spec string) (base, opts string) {
 const DefaultXLAMemoryFraction = 0.75
 
 // XLAMemoryFraction returns the memory_fraction option of an XLA backend spec ("xla:cuda,memory_fraction=0.95"),
-// or DefaultXLAMemoryFraction when the spec sets none or an unreadable one (go-xla then refuses the spec itself).
+// or DefaultXLAMemoryFraction when the spec sets none or one outside (0, 1] (which go-xla passes on unchecked).
 func XLAMemoryFraction(spec string) float64 {
 	_, opts := cutBackendOptions(spec)
 	for _, o := range strings.Split(opts, ",") {
@@ -86,4 +84,13 @@ func XLAMemoryFraction(spec string) float64 {
 		}
 	}
 	return DefaultXLAMemoryFraction
+}
+
+// BackendSpec is the spec NewBackend opens for spec: spec itself, or $NATSBENCH_BACKEND when spec is "" (and "" for
+// the pure-Go default when both are empty).
+func BackendSpec(spec string) string {
+	if spec == "" {
+		return os.Getenv("NATSBENCH_BACKEND")
+	}
+	return spec
 }
