@@ -381,7 +381,8 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	}
 	// The last commit left the validity of exactly this table (every position < P placed, evictions applied, R empty
 	// staging columns) on the device, so the first decoding step needs no host rebuild of it (an O(L·B·KV·Cap)
-	// build and upload: 69 MB and ~2 ms per decoded token over 64 tokens at 32k, batch 8, on the H200).
+	// build and upload: 69 MB at 32k, batch 8; on the H200 it made the step's argument part 0.95 ms per token over
+	// 64 tokens at 16k, batch 8, results/latency_parts/device-2026-11-29.log).
 	e.pos, e.base = int32(P), int32(P)
 	if !e.Options.AllLogits {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
@@ -803,6 +804,10 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	k := 2*L + 4
 	var roles []uint8
 	if e.spec.kind == kindNAtS {
+		if len(argmax) != B+rows {
+			return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
+				pos, len(argmax), B, rows, e.Masker)
+		}
 		r32 := argmax[B:]
 		argmax = argmax[:B:B]
 		roles = make([]uint8, len(r32))

@@ -199,8 +199,12 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 				kind, k, n = "warm-up", i+1, o.Warmup
 			}
 			steps := float64(max(len(dr.StepSeconds), 1))
+			var s float64 // the stored metric's basis: the steps alone
+			for _, x := range dr.StepSeconds {
+				s += x
+			}
 			fmt.Fprintf(o.Log, "    %s %d/%d: prefill %.2f s (%d chunks of %d, host %.2f s), decode %.3f ms/token (device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs and frees %.3f), %d slots\n",
-				kind, k, n, pr.Seconds, pr.Chunks, pr.Chunk, pr.HostSeconds, 1e3*dr.Seconds/steps, 1e3*dr.DeviceSeconds/steps,
+				kind, k, n, pr.Seconds, pr.Chunks, pr.Chunk, pr.HostSeconds, 1e3*s/steps, 1e3*dr.DeviceSeconds/steps,
 				1e3*dr.HostSeconds/steps, 1e3*dr.CommitSeconds/steps, 1e3*dr.PrepSeconds/steps, 1e3*dr.OutputSeconds/steps, e.Cap())
 		}
 		if i < o.Warmup {
