@@ -239,6 +239,10 @@ type PrefillResult struct {
 	Next []int32
 	// Seconds is the wall time of the prefill; HostSeconds the part spent in the host slot table.
 	Seconds, HostSeconds float64
+	// ArgsSeconds is the part spent building each chunk's arguments (the slot table's positions and roles, `[layers,
+	// batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch to their outputs on the host;
+	// CommitSeconds the commits of each chunk's K/V into the cache (the host's source map and the gather graph).
+	ArgsSeconds, GraphSeconds, CommitSeconds float64
 	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
 	Chunks, Chunk int
 }
@@ -309,6 +313,7 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		for b := range prompt {
 			copy(tokens[b*T:], prompt[b][pos0:pos0+n])
 		}
+		argsStart := time.Now()
 		sPos, sRole := e.slotTensors()
 		args := e.paramArgs()
 		args = append(args, tensors.FromFlatDataAndDimensions(tokens, B, T), int32(pos0), int32(n-1))
@@ -319,6 +324,8 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			args = append(args, v)
 		}
 		args = append(args, sPos, sRole)
+		graphStart := time.Now()
+		res.ArgsSeconds += graphStart.Sub(argsStart).Seconds()
 		out, err := e.prefillExec.Exec(args...)
 		if err != nil {
 			return res, fmt.Errorf("engine: prefill chunk at position %d: %w", pos0, err)
@@ -339,6 +346,7 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			}
 		}
 		e.next = tensors.MustCopyFlatData[int32](argmax)
+		res.GraphSeconds += time.Since(graphStart).Seconds()
 		e.flushGarbage()
 		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
 		hostStart := time.Now()
@@ -366,9 +374,11 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			}
 		}
 		hostDur += time.Since(hostStart)
+		commitStart := time.Now()
 		if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
 			return res, err
 		}
+		res.CommitSeconds += time.Since(commitStart).Seconds()
 		e.state = state
 		e.lastLogits = logits
 		if e.Options.AllLogits {

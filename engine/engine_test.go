@@ -739,3 +739,30 @@ func TestFullDecodeGrowthCheck(t *testing.T) {
 		t.Fatalf("capacity %d after %d tokens, want 1280", e.Cap(), P+N)
 	}
 }
+
+// TestPrefillParts: Prefill splits its time into the chunk graphs, their arguments, the host table and the commits:
+// disjoint parts of it, each present when there are several chunks.
+func TestPrefillParts(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	nm := mustNAtS(t, nats.Config{Window: 4, Chunk: 1})
+	for _, c := range []struct {
+		name string
+		m    model.Masker
+		ev   kvcache.Evictor
+	}{{"full", nil, nil}, {"nats", nm, policy.NAtS{Window: 4, Chunk: 1}}} {
+		e, err := New(backend, cfg, c.m, c.ev, model.NewParams(model.Specs(cfg, c.m), 1), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.Prefill(randTokens(rand.New(rand.NewPCG(5, 5)), 2, 40, cfg.VocabSize), 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := r.GraphSeconds + r.ArgsSeconds + r.HostSeconds + r.CommitSeconds
+		if r.Chunks != 3 || r.GraphSeconds <= 0 || r.ArgsSeconds <= 0 || r.HostSeconds <= 0 || r.CommitSeconds <= 0 || parts > r.Seconds {
+			t.Errorf("%s: %d chunks, graphs %v + arguments %v + host %v + commits %v = %v s of %v s", c.name, r.Chunks,
+				r.GraphSeconds, r.ArgsSeconds, r.HostSeconds, r.CommitSeconds, parts, r.Seconds)
+		}
+	}
+}
