@@ -75,6 +75,11 @@ type LatencyConfig struct {
 	// GrowthSteps is engine.Options.GrowthSteps: capacity buckets per doubling past 1024 slots when the NAtS cache
 	// grows (a power of two in [1, 64]; 1 = powers of two); 0 = the engine's default, 4.
 	GrowthSteps int `toml:"growth_steps"`
+	// CalibTokens is the length of the calibration prompt for RoleRates (the first tokens of the prompt source, at
+	// most the longest prompt); 0 = 1024. The calibration graph materialises `[heads, n, n]` float32 scores, so a
+	// long one needs device memory (8,192 tokens of the 8B shape: 8 GiB). On the H200 the 8B shape calibrated on
+	// 1,024 tokens drifted at 32k (deeper layers' Global rate 0.002–0.03 instead of 0.045); the pg19 shape held.
+	CalibTokens int `toml:"calib_tokens"`
 }
 
 func (l LatencyConfig) validate() error {
@@ -92,6 +97,9 @@ func (l LatencyConfig) validate() error {
 	}
 	if len(l.RoleRates) != 0 && len(l.RoleRates) != 3 {
 		return fmt.Errorf("latency.role_rates has %d values: want [global, local, window]", len(l.RoleRates))
+	}
+	if l.CalibTokens < 0 || (l.CalibTokens > 0 && l.CalibTokens < 16) {
+		return fmt.Errorf("latency.calib_tokens = %d: want ≥ 16 (or 0 for the default, 1024)", l.CalibTokens)
 	}
 	if l.GrowthSteps != 0 && !kvcache.ValidSteps(l.GrowthSteps) {
 		return fmt.Errorf("latency.growth_steps = %d: must be a power of two in [1, 64] (or 0 for the default, 4)", l.GrowthSteps)

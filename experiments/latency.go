@@ -126,12 +126,12 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
-		calib := calibPrompt(prompt, min(longest, 1024), mcfg.VocabSize, info.seed)
+		calib := calibPrompt(prompt, lc.calibLen(longest), mcfg.VocabSize, info.seed)
 		got, err := engine.CalibrateRoles(e, [][]int32{calib}, engine.RoleRates{Global: lc.RoleRates[0], Local: lc.RoleRates[1], Window: lc.RoleRates[2]}, info.seed)
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
-		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v (layer 0: %v)\n", short(info.key), lc.RoleRates, got[0])
+		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens (layer 0: %v)\n", short(info.key), lc.RoleRates, len(calib), got[0])
 	}
 	var rows []Row
 	now := time.Now()
@@ -283,6 +283,16 @@ func prefillChunk(cfg model.Config, m MethodConfig, batch, n int) int {
 		T = (T + c - 1) / c * c
 	}
 	return T
+}
+
+// calibLen is the length of the role calibration prompt: latency.calib_tokens (default 1024), at most the longest
+// prompt.
+func (l LatencyConfig) calibLen(longest int) int {
+	n := 1024
+	if l.CalibTokens > 0 {
+		n = l.CalibTokens
+	}
+	return min(longest, n)
 }
 
 // calibPrompt is the first n tokens of prompt, or n seeded random tokens when there is no prompt.

@@ -53,6 +53,24 @@ func TestLatencyConfigGrowthSteps(t *testing.T) {
 	}
 }
 
+// TestLatencyCalibTokens: latency.calib_tokens sets the calibration prompt's length (default 1024, never past the
+// longest prompt) and is refused below 16, naming the field.
+func TestLatencyCalibTokens(t *testing.T) {
+	for _, c := range []struct{ calib, longest, want int }{{0, 32768, 1024}, {0, 512, 512}, {8192, 32768, 8192}, {8192, 4096, 4096}} {
+		if got := (LatencyConfig{CalibTokens: c.calib}).calibLen(c.longest); got != c.want {
+			t.Errorf("calib_tokens %d, longest prompt %d: %d tokens, want %d", c.calib, c.longest, got, c.want)
+		}
+	}
+	base := LatencyConfig{PromptLens: []int{64}, BatchSize: 1, DecodeTokens: 4, Repeats: 1}
+	for _, bad := range []int{-1, 8} {
+		c := base
+		c.CalibTokens = bad
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), "latency.calib_tokens") {
+			t.Errorf("calib_tokens = %d: err = %v, want it refused naming latency.calib_tokens", bad, err)
+		}
+	}
+}
+
 // TestGPUMemLimit: the K/V limit on a GPU is 90% of the free memory unless the XLA allocator's share of the total is
 // smaller (an idle H200 at go-xla's default 0.75: 90% of 105.3 GiB, not of 139.9).
 func TestGPUMemLimit(t *testing.T) {

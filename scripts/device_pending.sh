@@ -7,17 +7,18 @@
 #     the blocks it failed to allocate 32 GiB; results/finetune_memory), then all 32 layers at 16k (cut at 300 s
 #     with no step finished before; PROBE_S bounds it).
 #   PART=2 (≤ ~9.5 min): latency_parts.toml again (the engine's step fixes of 2026-11-29: was the argument part
-#     0.95 ms at 16k, batch 8; outputs 0.27 ms for NAtS), then latency32k's 8B-shaped batch-8 runs (full_8b_b8,
-#     nats_8b_b8) with the time left.
-#   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
+#     0.95 ms at 16k, batch 8; outputs 0.27 ms for NAtS; and the prefill's parts), then latency32k's nats_8b_c8k (the
+#     8B shape's roles calibrated on 8,192 tokens: on 1,024 its deeper layers drifted at 32k).
+#   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-8 runs (full_8b_b8, nats_8b_b8).
+#   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
 #     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
-#                PART=2|3 scripts/device_pending.sh .carry/dev   (carry .carry/dev/runner.xz)
+#                PART=2|3|4 scripts/device_pending.sh .carry/dev (carry .carry/dev/runner.xz)
 # Leaves in $OUT: probe-*.log (PART=1); latency32k.log and latency32k.tar.gz, PART=2 also parts.log and
 # latency_parts.tar.gz (unpack latency32k's run folders into results/latency32k/; latency_parts' have the run IDs of
-# the committed "before" measurement: unpack them into a new folder, e.g. results/latency_parts_after/); PART=3 also
+# the committed "before" measurement: unpack them into a new folder, e.g. results/latency_parts_after/); PART=4 also
 # the files of device_diag.sh.
 # Prints a short summary last.
 set -uo pipefail
@@ -61,12 +62,17 @@ case $part in
 	timeout -k 5 150 $bin/runner -sweep latency_parts.toml -out /tmp/lp -backend xla:cuda -no-report >"$OUT/parts.log" 2>&1
 	echo "latency_parts: exit $? (124 = cut)"
 	tar -C /tmp/lp -czf "$OUT/latency_parts.tar.gz" . 2>/dev/null
-	grep -E 'timed run 1|rror' "$OUT/parts.log" | cut -c1-220
-	lat "${LAT_UNTIL:-555}" full_8b_b8 nats_8b_b8
+	grep -E 'timed run 1|rror' "$OUT/parts.log" | cut -c1-260
+	lat "${LAT_UNTIL:-555}" nats_8b_c8k
 	echo
 	summary
 	;;
 3)
+	lat "${LAT_UNTIL:-555}" full_8b_b8 nats_8b_b8
+	echo
+	summary
+	;;
+4)
 	lat "${LAT_UNTIL:-470}" full_8b_b16 nats_8b_b16
 	left=$((560 - SECONDS))
 	if [ $left -gt 90 ]; then
@@ -78,7 +84,7 @@ case $part in
 	summary
 	;;
 *)
-	echo "PART=$part: want 1, 2 or 3" >&2
+	echo "PART=$part: want 1, 2, 3 or 4" >&2
 	exit 2
 	;;
 esac
