@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The measurements still open after 2026-11-29 (session 6), in three device calls on one H200 (each under the
-# 10-minute limit):
+# The measurements still open after 2026-11-29 (session 6), in six device calls on one H200 (each under the
+# 10-minute limit; 1–3 first):
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing) with the carrier's backward pass in query blocks (model/carrier.go) and the XLA allocator
 #     allowed 95% of the GPU (-backend xla:cuda,memory_fraction=0.95): first cut to 4 layers at 16k tokens (before
@@ -12,14 +12,17 @@
 #   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-8 runs (full_8b_b8, nats_8b_b8).
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
 #     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
+#   PART=5, 6 (≤ ~9.5 min each): Figure 4's other methods on the pg19 shape, 1k–64k (latency_random.toml: 5 is
+#     StreamingLLM and NAtS, 6 is H2O and TOVA; full attention is measured). Durations not known: a cut run resumes
+#     from scratch next time, so check the log before repeating.
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
-#                PART=2|3|4 scripts/device_pending.sh .carry/dev (carry .carry/dev/runner.xz)
-# Leaves in $OUT: probe-*.log (PART=1); latency32k.log and latency32k.tar.gz, PART=2 also parts.log and
-# latency_parts.tar.gz (unpack latency32k's run folders into results/latency32k/; latency_parts' have the run IDs of
-# the committed "before" measurement: unpack them into a new folder, e.g. results/latency_parts_after/); PART=4 also
-# the files of device_diag.sh.
+#                PART=2..6 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
+# Leaves in $OUT: probe-*.log (PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5, 6:
+# unpack the run folders into results/<sweep>/); PART=2 also parts.log and latency_parts.tar.gz (its run IDs are
+# those of the committed "before" measurement: unpack into a new folder, e.g. results/latency_parts_after/); PART=4
+# also the files of device_diag.sh.
 # Prints a short summary last.
 set -uo pipefail
 dir=${1:-.carry/dev}
@@ -30,23 +33,24 @@ export GOMLX_NO_AUTO_INSTALL=1
 for f in runner memest; do [ -f "$dir/$f.xz" ] && xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-# lat SECONDS RUN...: latency32k runs, one runner process each, in order, until SECONDS have passed since the call began.
+# lat SECONDS RUN...: runs of $SWEEP (default latency32k), one runner process each, in order, until SECONDS have
+# passed since the call began; the run folders go to $OUT/$SWEEP.tar.gz.
 lat() {
-	local until=$1
+	local until=$1 sw=${SWEEP:-latency32k}
 	shift
 	for r in "$@"; do
 		local left=$((until - SECONDS))
 		if [ $left -lt 45 ]; then
-			echo "latency32k $r: skipped ($left s left)"
+			echo "$sw $r: skipped ($left s left)"
 			continue
 		fi
-		timeout -k 5 $left $bin/runner -sweep latency32k.toml -only "$r" -out /tmp/l32 -backend xla:cuda -no-report \
-			>>"$OUT/latency32k.log" 2>&1
-		echo "latency32k $r: exit $? (124 = cut) after $((SECONDS)) s"
+		timeout -k 5 $left $bin/runner -sweep $sw.toml -only "$r" -out /tmp/lat -backend xla:cuda -no-report \
+			>>"$OUT/$sw.log" 2>&1
+		echo "$sw $r: exit $? (124 = cut) after $((SECONDS)) s"
 	done
-	tar -C /tmp/l32 -czf "$OUT/latency32k.tar.gz" . 2>/dev/null
+	tar -C /tmp/lat -czf "$OUT/$sw.tar.gz" . 2>/dev/null
 }
-summary() { grep -h -E 'latency .*prompt|failed|rror' "$OUT/latency32k.log" | cut -c1-220; }
+summary() { grep -h -E 'latency .*prompt|failed|rror' "$OUT/${SWEEP:-latency32k}.log" | cut -c1-220; }
 
 case $part in
 1)
@@ -83,8 +87,15 @@ case $part in
 	echo
 	summary
 	;;
+5 | 6)
+	# Figure 4 on the pg19 shape: latency_random.toml's other methods at 1k–64k (full is in results/latency_random).
+	export SWEEP=latency_random
+	if [ $part = 5 ]; then lat "${LAT_UNTIL:-555}" streamingllm nats; else lat "${LAT_UNTIL:-555}" h2o tova; fi
+	echo
+	summary
+	;;
 *)
-	echo "PART=$part: want 1, 2, 3 or 4" >&2
+	echo "PART=$part: want 1 to 6" >&2
 	exit 2
 	;;
 esac
