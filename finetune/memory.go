@@ -5,11 +5,13 @@ import (
 	"strings"
 
 	"natsbench/llama"
+	"natsbench/model"
 )
 
 // Memory is an ESTIMATE from tensor shapes of the device memory of one scorer-only fine-tuning step on one
 // sequence — not a measurement. It counts the tensors that must coexist at the peak; XLA's buffer reuse,
-// fusion and allocator overhead are ignored, so real use can differ by tens of percent either way.
+// fusion and allocator overhead are ignored, so real use can differ by tens of percent either way (the fused path's
+// attention term is calibrated on one H200 measurement: fusedBlockF32Terms).
 type Memory struct {
 	Weights     int64 // frozen base weights as held on the device
 	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
@@ -35,12 +37,9 @@ type MemoryOptions struct {
 	Checkpoint   bool // gradient checkpointing per layer (Config.Checkpoint): keep layer inputs, recompute a layer in its backward
 	// Fused counts the fused attention path (llama.AttentionPath; what finetune runs in bf16) instead of the
 	// materialised one: nothing of size seq² is kept between the passes, and one layer's backward holds, at its peak,
-	// the carrier's scores S and dP = dO·vᵀ (float32 `[heads, seq, seq]` each, model/carrier.go carrierParts),
-	// ∂L/∂M summed over the query heads (bf16 `[kv_heads, seq, seq]`: the default bf16dm formulation) and the
-	// additive bias of the hard mask that the fused kernel's backward reads (compute dtype `[heads, seq, seq]`).
-	// Assumed, as XLA fusion normally does: exp(S − m), the products before the sums over queries, the Bool hard
-	// mask and carrier regions (elementwise in iota and per-key vectors) are computed inside their consumers and
-	// never written, and the teacher's and the forward pass's transient bias is freed before the backward.
+	// the additive bias of the hard mask that the fused kernel's backward reads (compute dtype `[heads, seq, seq]`)
+	// and the carrier backward's float32 temporaries for one block of query rows (model.CarrierBlockRows: all the
+	// rows up to 2 GiB per tensor), counted as fusedBlockF32Terms tensors `[heads, rows, seq]`.
 	Fused bool
 }
 
@@ -52,12 +51,13 @@ const (
 	kvHeadTerms    = 5
 )
 
-// Fused path, one layer's backward peak (MemoryOptions.Fused): S and dP float32 per query head, ∂L/∂M bf16 per KV
-// head, the bias in the compute dtype per query head.
-const (
-	fusedQueryHeadF32 = 2
-	fusedDMBytes      = 2
-)
+// fusedBlockF32Terms is the number of float32 `[heads, rows, seq]` tensors one block of the carrier's backward pass
+// holds at its peak (MemoryOptions.Fused), measured rather than counted: the code's own count is two (S and dP, with
+// exp, the products and ∂L/∂M fused into their consumers), but XLA's plan for Llama-3-8B cut to 4 layers, unblocked,
+// on the H200 held 57.8 GiB of temporaries at 8,192 tokens (7.2 tensors of 8 GiB) and 102.0 GiB at 12,288 (5.7 of
+// 18 GiB; results/finetune_memory). 7 matches 8k and over-counts 12k. Blocked, each block's tensors are rows/seq of
+// those, if XLA runs the blocks one after another as their barriers ask: not yet measured.
+const fusedBlockF32Terms = 7
 
 // EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments
 // (hidden·kv_heads·3 per layer) are included in Weights; the teacher's forward keeps nothing but its final
@@ -85,7 +85,8 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	attn := queryHeadTerms*m.AttnTerm + kvHeadTerms*nkv*s*s*4
 	if o.Fused {
 		attn = 0
-		m.AttnPeak = fusedQueryHeadF32*m.AttnTerm + nkv*s*s*fusedDMBytes + nh*s*s*cb
+		rows := int64(model.CarrierBlockRows(int(nh), int(s))) // one sequence per step
+		m.AttnPeak = fusedBlockF32Terms*nh*rows*s*4 + nh*s*s*cb
 	}
 	// Linear activations of one layer: input, normed, q, k, v, attention output, residual, normed, gate, up,
 	// silu(gate)·up, MLP output.

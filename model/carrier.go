@@ -189,6 +189,11 @@ func carrierRows(bh, s int) int {
 	return rows
 }
 
+// CarrierBlockRows is the number of query rows per block of the carrier's backward pass for bh query heads (batch ×
+// heads) of s tokens under the current bound (SetCarrierBlockBytes; default 2 GiB per float32 block): s when no
+// blocking happens. Memory estimates (package finetune) use it.
+func CarrierBlockRows(bh, s int) int { return carrierRows(bh, s) }
+
 // blockedTermSums is the stacked (and, with bf16dm, the bf16-stored) carrier gradient of every term, packed as
 // stackedTermSums packs it, computed over blocks of query rows (carrierRows): each block recomputes its rows of S
 // and dP against all keys, its rows of ∂L/∂M and their sums over its queries, and the blocks' sums add up. Every

@@ -124,8 +124,8 @@ func TestBlockedCarrierMatchesMaterialized(t *testing.T) {
 				t.Run(fmt.Sprintf("%s/%s/%dB", tc.name, variant, bound), func(t *testing.T) {
 					t.Setenv("NATSBENCH_CARRIER", variant)
 					defer model.SetCarrierBlockBytes(bound)()
-					if rows := model.CarrierRows(4, 13); rows != int(bound/208) { // the blocks the test means to run
-						t.Fatalf("carrierRows(4 heads, 13 tokens) under %d bytes = %d, want %d", bound, rows, bound/208)
+					if rows := model.CarrierBlockRows(4, 13); rows != int(bound/208) { // the blocks the test means to run
+						t.Fatalf("CarrierBlockRows(4 heads, 13 tokens) under %d bytes = %d, want %d", bound, rows, bound/208)
 					}
 					_, lf, gf := natsStep(t, backend, cfg, tc.nc, 2, 13, true)
 					if math.Abs(lm-lf) > 1e-5*math.Abs(lm) {

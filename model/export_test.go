@@ -9,6 +9,3 @@ func SetFusedMasked(on bool) (restore func()) {
 
 // ContractF32 exposes contractF32 to the external tests.
 var ContractF32 = contractF32
-
-// CarrierRows exposes carrierRows (the query rows per block of the carrier's backward pass) to the external tests.
-var CarrierRows = carrierRows
