@@ -239,9 +239,11 @@ type PrefillResult struct {
 	Next []int32
 	// Seconds is the wall time of the prefill; HostSeconds the part spent in the host slot table.
 	Seconds, HostSeconds float64
-	// ArgsSeconds is the part spent building each chunk's arguments (the slot table's positions and roles, `[layers,
-	// batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch to their outputs on the host;
-	// CommitSeconds the commits of each chunk's K/V into the cache (the host's source map and the gather graph).
+	// ArgsSeconds is the part spent building each chunk's arguments and moving them to the device (the tokens and the
+	// slot table's positions and roles, `[layers, batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs,
+	// from launch to their outputs on the host (the first also uploads the empty cache); CommitSeconds the commits of
+	// each chunk's K/V into the cache (the host's source map and the gather graph). The rest of Seconds is resetting
+	// the cache, freeing replaced buffers and copying the logits.
 	ArgsSeconds, GraphSeconds, CommitSeconds float64
 	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
 	Chunks, Chunk int
@@ -315,8 +317,12 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		}
 		argsStart := time.Now()
 		sPos, sRole := e.slotTensors()
+		tok := tensors.FromFlatDataAndDimensions(tokens, B, T)
+		if err := e.toDevice(tok, sPos, sRole); err != nil {
+			return res, err
+		}
 		args := e.paramArgs()
-		args = append(args, tensors.FromFlatDataAndDimensions(tokens, B, T), int32(pos0), int32(n-1))
+		args = append(args, tok, int32(pos0), int32(n-1))
 		for _, k := range e.K {
 			args = append(args, k)
 		}
@@ -391,8 +397,8 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	}
 	// The last commit left the validity of exactly this table (every position < P placed, evictions applied, R empty
 	// staging columns) on the device, so the first decoding step needs no host rebuild of it (an O(L·B·KV·Cap)
-	// build and upload: 69 MB at 32k, batch 8; on the H200 it made the step's argument part 0.95 ms per token over
-	// 64 tokens at 16k, batch 8, results/latency_parts/device-2026-11-29.log).
+	// build and upload: 69 MB at 32k, batch 8). On the H200 the step's argument part, which timed that build but not
+	// the upload, was 0.95 ms per token over 64 tokens at 16k, batch 8 (results/latency_parts/device-2026-11-29.log).
 	e.pos, e.base = int32(P), int32(P)
 	if !e.Options.AllLogits {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
@@ -504,6 +510,18 @@ func (e *Engine) paramArgs() []any {
 		args = append(args, e.conv[i])
 	}
 	return args
+}
+
+// toDevice moves arguments built on the host for one graph call to the device before the call (freeing their host
+// copies), so that the timings count the upload as building the arguments, not as the graph (Exec would upload them
+// itself). A tensor already on the device is left as it is.
+func (e *Engine) toDevice(ts ...*tensors.Tensor) error {
+	for _, t := range ts {
+		if err := t.ToDevice(e.Backend, 0); err != nil {
+			return fmt.Errorf("engine: moving an argument to the device: %w", err)
+		}
+	}
+	return nil
 }
 
 // slotTensors returns the table's positions and roles `[L, B, KV, Cap]` as int32 tensors.
@@ -705,8 +723,8 @@ type StepOut struct {
 	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
 	// and when the capacity grows).
 	CommitSeconds float64
-	// PrepSeconds is the part spent building the step's arguments (the validity mask when it is rebuilt, the slot
-	// updates); OutputSeconds the part after the greedy tokens arrive: the other outputs read to the host (NAtS
+	// PrepSeconds is the part spent building the step's arguments and moving them to the device (the validity mask
+	// when it is rebuilt, the slot updates, the tokens); OutputSeconds the part after the greedy tokens arrive: the other outputs read to the host (NAtS
 	// roles, attention statistics) and the replaced device buffers freed.
 	PrepSeconds, OutputSeconds float64
 }
@@ -784,20 +802,29 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 			}
 		}
 	}
+	tok := tensors.FromFlatDataAndDimensions(slices.Clone(tokens), B)
+	ui := tensors.FromFlatDataAndDimensions(slices.Clone(e.updIdx), rows*E, 1)
+	uv := tensors.FromFlatDataAndDimensions(slices.Clone(e.updVal), rows*E)
+	if err := e.toDevice(tok, ui, uv, e.valid); err != nil {
+		return StepOut{}, err
+	}
 	args := e.paramArgs()
-	args = append(args, tensors.FromFlatDataAndDimensions(slices.Clone(tokens), B), pos, ridx)
+	args = append(args, tok, pos, ridx)
 	for _, t := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr} {
 		for _, x := range t {
 			args = append(args, x)
 		}
 	}
-	args = append(args, e.valid, e.state, tensors.FromFlatDataAndDimensions(slices.Clone(e.updIdx), rows*E, 1),
-		tensors.FromFlatDataAndDimensions(slices.Clone(e.updVal), rows*E))
+	args = append(args, e.valid, e.state, ui, uv)
 	devStart := time.Now()
 	prep := devStart.Sub(prepStart)
 	out, err := e.stepExec.Exec(args...)
 	if err != nil {
 		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, err)
+	}
+	if want := B + rows; e.spec.kind == kindNAtS && out[2*L+2].Shape().Size() != want {
+		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
+			pos, out[2*L+2].Shape().Size(), B, rows, e.Masker)
 	}
 	e.garbage = append(e.garbage, e.Kr...)
 	e.garbage = append(e.garbage, e.Vr...)
@@ -814,10 +841,6 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	k := 2*L + 4
 	var roles []uint8
 	if e.spec.kind == kindNAtS {
-		if len(argmax) != B+rows {
-			return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
-				pos, len(argmax), B, rows, e.Masker)
-		}
 		r32 := argmax[B:]
 		argmax = argmax[:B:B]
 		roles = make([]uint8, len(r32))

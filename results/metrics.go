@@ -58,7 +58,7 @@ var registry = []Metric{
 	{Name: "host_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median host-side (slot table) part of a decode step"},
 	{Name: "device_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median device part of a decode step"},
 	{Name: "commit_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median part of a decode step spent committing staged tokens (amortised)"},
-	{Name: "prep_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median part of a decode step spent building its arguments (validity rebuilds, slot updates)"},
+	{Name: "prep_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median part of a decode step spent building its arguments and moving them to the device (validity rebuilds, slot updates, tokens)"},
 	{Name: "output_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median part of a decode step after its greedy tokens: other outputs read, replaced buffers freed"},
 	{Name: "prefill_chunk_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak K/V bytes of one prefill chunk"},
 	{Name: "kv_bytes_per_step", Unit: "bytes", X: "prompt_len", Doc: "K/V bytes one decode step reads"},
