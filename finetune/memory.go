@@ -55,8 +55,10 @@ const (
 // holds at its peak (MemoryOptions.Fused), measured rather than counted: the code's own count is two (S and dP, with
 // exp, the products and ∂L/∂M fused into their consumers), but XLA's plan for Llama-3-8B cut to 4 layers, unblocked,
 // on the H200 held 57.8 GiB of temporaries at 8,192 tokens (7.2 tensors of 8 GiB) and 102.0 GiB at 12,288 (5.7 of
-// 18 GiB; results/finetune_memory). 7 matches 8k and over-counts 12k. Blocked, each block's tensors are rows/seq of
-// those, if XLA runs the blocks one after another as their barriers ask: not yet measured.
+// 18 GiB; results/finetune_memory). One data point: 7 tensors plus the bias give 66.9 GiB against the 61.4 planned
+// at 8k, and over-count 12k (143.6 against 105.6). Blocked, the estimate takes all 7 as carrier tensors that shrink
+// to rows/seq, if XLA runs the blocks one after another as their barriers ask; seq² temporaries outside the carrier
+// would not shrink, so long-sequence estimates may be optimistic. Not yet measured.
 const fusedBlockF32Terms = 7
 
 // EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments

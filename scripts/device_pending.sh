@@ -13,8 +13,9 @@
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
 #     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
 #   PART=5, 6 (≤ ~9.5 min each): Figure 4's other methods on the pg19 shape, 1k–64k (latency_random.toml: 5 is
-#     StreamingLLM and NAtS, 6 is H2O and TOVA; full attention is measured). Durations not known: a cut run resumes
-#     from scratch next time, so check the log before repeating.
+#     StreamingLLM and NAtS, 6 is H2O and TOVA). Durations not known, and a run writes its rows only at its end: a
+#     run cut at 64k loses its 1k–32k rows too, so read the log before repeating (or shorten prompt_lens). Its full
+#     attention curve was measured before the tighter full-attention capacity: re-measure it beside them.
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
@@ -52,6 +53,7 @@ lat() {
 }
 summary() { grep -h -E 'latency .*prompt|failed|rror' "$OUT/${SWEEP:-latency32k}.log" | cut -c1-220; }
 
+[ "$part" -ge 2 ] 2>/dev/null && [ "$part" -le 4 ] && export SWEEP=latency32k # not one left in the environment
 case $part in
 1)
 	be=xla:cuda,memory_fraction=0.95
@@ -80,7 +82,7 @@ case $part in
 	lat "${LAT_UNTIL:-470}" full_8b_b16 nats_8b_b16
 	left=$((560 - SECONDS))
 	if [ $left -gt 90 ]; then
-		DIAG_S=$(((left - 10) / 2)) bash scripts/device_diag.sh .carry/dev >"$OUT/diag.out" 2>&1
+		DIAG_S=$(((left - 10) / 2)) bash scripts/device_diag.sh "$dir" >"$OUT/diag.out" 2>&1
 		echo "device_diag.sh: exit $?"
 		tail -6 "$OUT/diag.out"
 	fi

@@ -45,7 +45,7 @@ func main() {
 	steps := flag.Int("steps", 2, "probe: training steps (the first one compiles)")
 	seed := flag.Uint64("seed", 1, "probe: seed of the random weights, scorers and tokens")
 	gpu := flag.Int("gpu", 0, "probe on xla: the GPU index nvidia-smi reports on")
-	blockMiB := flag.Int("carrier-block-mib", 0, "probe: bound of one float32 [b, heads, rows, seq] block of the NAtS carrier's backward pass, MiB (0: the default, 2048)")
+	blockMiB := flag.Int("carrier-block-mib", 0, "bound of one float32 [b, heads, rows, seq] block of the NAtS carrier's backward pass, MiB (0: the default, 2048), for the probe and the estimate")
 	layers := flag.Int("layers", 0, "keep only the first N decoder layers (0: all): a probe that compiles and runs N/L of the work, to check the estimate's per-layer terms on a model whose full step takes too long")
 	flag.Parse()
 	c, name, err := architecture(*dir, *arch)
@@ -69,9 +69,9 @@ func main() {
 	b := int64(*budget * (1 << 30))
 	fmt.Printf("%s, bf16 compute:\n", name)
 	fmt.Println("(the fused path's attention term is calibrated on one H200 measurement, Llama-3-8B cut to 4 layers at 8k tokens")
-	fmt.Println(" with the carrier unblocked: XLA planned 61.4 GiB where this estimate says 66.9, and 105.6 at 12k where it says")
-	fmt.Println(" 143.6. The blocked carrier's memory, which the estimate assumes for long sequences, is not measured;")
-	fmt.Println(" results/finetune_memory)")
+	fmt.Println(" with the carrier unblocked: XLA planned 61.4 GiB where `memest -layers 4 -seq 8192 -carrier-block-mib 8192`")
+	fmt.Println(" says 66.9, and 105.6 at 12k where it says 143.6 (-carrier-block-mib 18432). The blocked carrier's memory, which")
+	fmt.Println(" the estimate assumes by default, is not measured; results/finetune_memory)")
 	for _, fused := range []bool{false, true} {
 		if fused {
 			fmt.Println("fused attention (what finetune runs in bf16: attention.Core + the carrier's custom VJP, nothing of size seq² kept between the passes):")
