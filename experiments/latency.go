@@ -3,6 +3,7 @@ package experiments
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -133,11 +134,18 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		}
 		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens (layer 0: %v)\n", short(info.key), lc.RoleRates, len(calib), got[0])
 	}
-	var rows []Row
+	// The rows are written after every prompt length, so a run cut short (a device call's time limit, a crash) keeps
+	// the lengths it finished: a later attempt reads them back and measures only the others.
+	path := filepath.Join(dir, results.MetricsFile)
+	rows, done := earlierLatencyRows(path, env.Log)
 	now := time.Now()
 	for _, n := range lc.PromptLens {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if done[n] {
+			fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: measured by an earlier attempt of this run, kept\n", short(info.key), n)
+			continue
 		}
 		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
 		if err != nil {
@@ -191,8 +199,38 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			}
 			fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: roles per layer: %s\n", short(info.key), n, strings.Join(parts, "; "))
 		}
+		if err := results.WriteRows(path, rows); err != nil {
+			return err
+		}
 	}
-	return results.WriteRows(filepath.Join(dir, results.MetricsFile), rows)
+	return results.WriteRows(path, rows)
+}
+
+// earlierLatencyRows returns the rows an earlier, unfinished attempt of a latency run left in path and the prompt
+// lengths they complete (a length's rows are written together, its peak_mem_bytes row last), or nothing when there
+// is no such file. A file that cannot be read is reported and measured again.
+func earlierLatencyRows(path string, log io.Writer) ([]Row, map[int]bool) {
+	done := map[int]bool{}
+	if _, err := os.Stat(path); err != nil {
+		return nil, done
+	}
+	prev, err := results.ReadRows(path)
+	if err != nil {
+		fmt.Fprintf(log, "  %s: %v; measuring every prompt length again\n", path, err)
+		return nil, done
+	}
+	for _, r := range prev {
+		if r.Task == "latency" && r.Metric == "peak_mem_bytes" {
+			done[int(r.X)] = true
+		}
+	}
+	var rows []Row
+	for _, r := range prev {
+		if done[int(r.X)] {
+			rows = append(rows, r)
+		}
+	}
+	return rows, done
 }
 
 // memLimit returns the K/V byte limit of a latency run and where it comes from: latency.mem_limit_gib, else 90% of

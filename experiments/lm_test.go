@@ -165,6 +165,26 @@ func TestLMRunResumeAndFrom(t *testing.T) {
 	if len(dec) != 2 || dec[0].X != 16 || dec[1].X != 32 || dec[0].Value <= 0 || len(kvf) != 2 || kvf[1].Value >= 1 {
 		t.Fatalf("latency rows: decode %v, kv fraction %v", dec, kvf)
 	}
+	// Cut after its first prompt length, the run keeps that length's rows and a second attempt measures only the other.
+	cdir := filepath.Join(out, "t", "latcut")
+	os.MkdirAll(cdir, 0o755)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	if err := Run(ctx2, lat, cdir, dir, Env{Log: &cancelAfter{marker: "prompt     16: prefill", cancel: cancel2}}); err == nil {
+		t.Fatal("the cut latency run returned no error")
+	}
+	if first := metricOf(t, cdir, "decode_ms_per_token"); len(first) != 1 || first[0].X != 16 {
+		t.Fatalf("the cut latency run kept %v, want the 16-token rows", first)
+	}
+	kept := metricOf(t, cdir, "decode_ms_per_token")[0]
+	log3 := &cancelAfter{}
+	if err := Run(context.Background(), lat, cdir, dir, Env{Log: log3}); err != nil {
+		t.Fatal(err)
+	}
+	if again := metricOf(t, cdir, "decode_ms_per_token"); len(again) != 2 || again[0] != kept || again[1].X != 32 ||
+		!strings.Contains(log3.buf.String(), "prompt     16: measured by an earlier attempt of this run, kept") ||
+		strings.Contains(log3.buf.String(), "prompt     16: prefill") {
+		t.Fatalf("second attempt: decode rows %v (first attempt's %v), log:\n%s", again, kept, log3.buf.String())
+	}
 	// StreamingLLM with budget 8 (counting the token being attended) has 16 slots (kvcache.Bucket) and holds 8 at most.
 	if cs, mr := metricOf(t, ldir, "cache_slots"), metricOf(t, ldir, "max_row_kv_tokens"); len(cs) != 2 || cs[1].Value != 16 || len(mr) != 2 || mr[1].Value != 8 {
 		t.Fatalf("latency rows: cache_slots %v, max_row_kv_tokens %v", cs, mr)

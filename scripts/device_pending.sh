@@ -13,9 +13,10 @@
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
 #     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
 #   PART=5, 6 (≤ ~9.5 min each): Figure 4's other methods on the pg19 shape, 1k–64k (latency_random.toml: 5 is
-#     StreamingLLM and NAtS, 6 is H2O and TOVA). Durations not known, and a run writes its rows only at its end: a
-#     run cut at 64k loses its 1k–32k rows too, so read the log before repeating (or shorten prompt_lens). Its full
-#     attention curve was measured before the tighter full-attention capacity: re-measure it beside them.
+#     StreamingLLM and NAtS, 6 is H2O and TOVA). Durations not known; a run writes its rows after every prompt length,
+#     so a cut run keeps the lengths it finished: carry its folder back (unpack the tarball into the -out root on the
+#     next machine) and the next attempt measures only the rest. Its full attention curve was measured before the
+#     tighter full-attention capacity: re-measure it beside them.
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
