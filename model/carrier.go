@@ -145,7 +145,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 		out := []*Node{Slice(adj, AxisRange(0, nAtt))}
 		switch variant {
 		case "perterm":
-			dM := maskGradient(qR, k, v, oR, dO, mo.Hard)
+			dM := maskGradient(qR, k, v, oR, dO, mo.Hard, 0)
 			for _, t := range mo.Terms {
 				gk := ReduceSum(Where(t.Region, dM, ZerosLike(dM)), 2) // Σ_i over queries: [b, kv, s]
 				out = append(out, Reshape(MulScalar(gk, t.Coef), nKey))
@@ -153,7 +153,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 		case "stacked", "bf16dm":
 			out = append(out, blockedTermSums(qR, k, v, oR, dO, mo, variant == "bf16dm"))
 		case "twopass":
-			scores, dP, delta := carrierParts(qR, k, v, oR, dO)
+			scores, dP, delta := carrierParts(qR, k, v, oR, dO, 0)
 			m, _, z := rowStats(scores, mo.Hard)
 			mz := OptimizationBarriers(m, z)
 			dMr := Mul(Div(Exp(Sub(scores, mz[0])), mz[1]), Sub(dP, delta)) // [b, kv, rep, s, s], fused into the sum
@@ -205,9 +205,7 @@ func blockedTermSums(q, k, v, o, dO *Node, mo MaskOut, bf16dm bool) *Node {
 	s := dims[3]
 	rows := carrierRows(dims[0]*dims[1]*dims[2], s)
 	sumBlock := func(q, o, dO, hard *Node, terms []CarrierTerm, r0 int) *Node {
-		scores, dP, delta := carrierPartsFrom(q, k, v, o, dO, r0)
-		_, e, z := rowStats(scores, hard)
-		dM := ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2) // [b, kv, rows, s]
+		dM := maskGradient(q, k, v, o, dO, hard, r0) // [b, kv, rows, s]
 		if bf16dm {
 			dM = ConvertDType(OptimizationBarrier(ConvertDType(dM, dtypes.BFloat16)), dtypes.Float32)
 		}
@@ -219,16 +217,17 @@ func blockedTermSums(q, k, v, o, dO *Node, mo MaskOut, bf16dm bool) *Node {
 	var acc *Node
 	for r0 := 0; r0 < s; r0 += rows {
 		r1 := min(r0+rows, s)
-		qb, ob, dOb := rowsOf(q, 3, r0, r1), rowsOf(o, 3, r0, r1), rowsOf(dO, 3, r0, r1)
+		rr := AxisRange(r0, r1)
+		qb, ob, dOb := SliceAxis(q, 3, rr), SliceAxis(o, 3, rr), SliceAxis(dO, 3, rr)
 		if acc != nil {
 			xs := OptimizationBarriers(acc, qb, ob, dOb)
 			acc, qb, ob, dOb = xs[0], xs[1], xs[2], xs[3]
 		}
 		terms := make([]CarrierTerm, len(mo.Terms))
 		for i, t := range mo.Terms {
-			terms[i] = CarrierTerm{Key: t.Key, Region: rowsOf(t.Region, 2, r0, r1), Coef: t.Coef}
+			terms[i] = CarrierTerm{Key: t.Key, Region: SliceAxis(t.Region, 2, rr), Coef: t.Coef}
 		}
-		part := sumBlock(qb, ob, dOb, rowsOf(mo.Hard, 2, r0, r1), terms, r0)
+		part := sumBlock(qb, ob, dOb, SliceAxis(mo.Hard, 2, rr), terms, r0)
 		if acc == nil {
 			acc = part
 		} else {
@@ -236,16 +235,6 @@ func blockedTermSums(q, k, v, o, dO *Node, mo MaskOut, bf16dm bool) *Node {
 		}
 	}
 	return acc
-}
-
-// rowsOf slices x to [r0, r1) along axis.
-func rowsOf(x *Node, axis, r0, r1 int) *Node {
-	ranges := make([]SliceAxisSpec, x.Rank())
-	for i := range ranges {
-		ranges[i] = AxisRange()
-	}
-	ranges[axis] = AxisRange(r0, r1)
-	return Slice(x, ranges...)
 }
 
 // stackedTermSums returns the terms' key gradients packed term by term (`[T·b·kv·s]`): Coef_t·Σ Region_t·x over the
@@ -271,9 +260,10 @@ func stackedTermSums(x *Node, terms []CarrierTerm, queryAxes ...int) *Node {
 
 // maskGradient returns ∂L/∂M `[b, kv, s, s]` (float32, summed over the rep query heads of each KV head) of
 // multiplicative-mask attention at M = hard, from q `[b,kv,rep,s,hd]`, k, v `[b,kv,s,hd]`, the attention output o
-// and its adjoint dO `[b,kv,rep,s,hd]` (float32).
-func maskGradient(q, k, v, o, dO, hard *Node) *Node {
-	scores, dP, delta := carrierParts(q, k, v, o, dO)
+// and its adjoint dO `[b,kv,rep,s,hd]` (float32); for a block of query rows from r0 (carrierParts), `[b, kv, rows, s]`
+// with hard sliced to those rows.
+func maskGradient(q, k, v, o, dO, hard *Node, r0 int) *Node {
+	scores, dP, delta := carrierParts(q, k, v, o, dO, r0)
 	_, e, z := rowStats(scores, hard)
 	return ReduceSum(Mul(Div(e, z), Sub(dP, delta)), 2)
 }
@@ -290,13 +280,9 @@ func rowStats(scores, hard *Node) (m, e, z *Node) {
 // carrierParts returns, from q `[b,kv,rep,s,hd]`, k, v `[b,kv,s,hd]`, the attention output o and its adjoint dO
 // `[b,kv,rep,s,hd]` (float32), the scaled scores S with −1e30 above the diagonal and dP = dO·vᵀ, both
 // `[b, kv, rep, s, s]`, and Δ = dO·O `[b, kv, rep, s, 1]`, all float32.
-func carrierParts(q, k, v, o, dO *Node) (scores, dP, delta *Node) {
-	return carrierPartsFrom(q, k, v, o, dO, 0)
-}
-
-// carrierPartsFrom is carrierParts for the query rows [r0, r0+rows) of q, o and dO `[b,kv,rep,rows,hd]` against all
-// the keys of k, v `[b,kv,s,hd]`: S and dP are `[b, kv, rep, rows, s]`, causal for absolute query positions.
-func carrierPartsFrom(q, k, v, o, dO *Node, r0 int) (scores, dP, delta *Node) {
+// With a block of query rows [r0, r0+rows) in q, o and dO `[b,kv,rep,rows,hd]` (against all the keys of k, v), S and
+// dP are `[b, kv, rep, rows, s]`, causal for absolute query positions.
+func carrierParts(q, k, v, o, dO *Node, r0 int) (scores, dP, delta *Node) {
 	hd := q.Shape().Dimensions[4]
 	rows, s := q.Shape().Dimensions[3], k.Shape().Dimensions[2]
 	g := q.Graph()

@@ -26,17 +26,8 @@ func TestFusedCarrierMatchesMaterialized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name    string
-		kvHeads int
-		nc      nats.Config
-	}{
-		{"token", 0, nats.Config{Lambda: 1e-3, Window: 3, Chunk: 1, Merge: "mean"}},
-		{"chunk2-max", 0, nats.Config{Lambda: 1e-3, Window: 4, Chunk: 2, Merge: "max"}},
-		{"gqa", 1, nats.Config{Lambda: 1e-3, Window: 2, Chunk: 1, Merge: "mean"}},
-	} {
-		cfg := model.Config{VocabSize: 37, DModel: 16, NLayers: 2, NHeads: 2, NKVHeads: tc.kvHeads, FFNMult: 2,
-			MaxSeqLen: 16, RopeTheta: 10000, RopeScaling: "none", DType: "float32"}
+	for _, tc := range carrierCases {
+		cfg := tc.config()
 		specs, lm, gm := natsStep(t, backend, cfg, tc.nc, 2, 13, false)
 		grads := map[string][][]float32{}
 		for _, variant := range model.CarrierVariants {
@@ -57,29 +48,7 @@ func TestFusedCarrierMatchesMaterialized(t *testing.T) {
 				}
 				_, lf, gf := natsStep(t, backend, cfg, tc.nc, 2, 13, true)
 				grads[variant] = gf
-				if math.Abs(lm-lf) > 1e-5*math.Abs(lm) {
-					t.Fatalf("loss: materialised %v, fused %v", lm, lf)
-				}
-				scorerSeen, worst := false, 0.0
-				for i, sp := range specs {
-					var scale, diff float64
-					for k := range gm[i] {
-						scale = math.Max(scale, math.Abs(float64(gm[i][k])))
-						diff = math.Max(diff, math.Abs(float64(gm[i][k]-gf[i][k])))
-					}
-					if scale > 0 {
-						worst = math.Max(worst, diff/scale)
-					}
-					if diff > tol*scale+1e-7 {
-						t.Errorf("%s: max |Δgrad| %.3g (max |grad| %.3g)", sp.Name, diff, scale)
-					}
-					if sp.Name == model.LayerName(1)+"/nats/scorer" {
-						scorerSeen = scale > 1e-6
-					}
-				}
-				if !scorerSeen {
-					t.Fatal("the scorer got no gradient: the test does not exercise the carrier")
-				}
+				worst := checkSameStep(t, specs, lm, gm, lf, gf, tol)
 				t.Logf("largest max|Δgrad| / max|grad| over the parameters: %.2g", worst)
 			})
 		}
@@ -106,17 +75,8 @@ func TestBlockedCarrierMatchesMaterialized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name    string
-		kvHeads int
-		nc      nats.Config
-	}{
-		{"token", 0, nats.Config{Lambda: 1e-3, Window: 3, Chunk: 1, Merge: "mean"}},
-		{"chunk2-max", 0, nats.Config{Lambda: 1e-3, Window: 4, Chunk: 2, Merge: "max"}},
-		{"gqa", 1, nats.Config{Lambda: 1e-3, Window: 2, Chunk: 1, Merge: "mean"}},
-	} {
-		cfg := model.Config{VocabSize: 37, DModel: 16, NLayers: 2, NHeads: 2, NKVHeads: tc.kvHeads, FFNMult: 2,
-			MaxSeqLen: 16, RopeTheta: 10000, RopeScaling: "none", DType: "float32"}
+	for _, tc := range carrierCases {
+		cfg := tc.config()
 		specs, lm, gm := natsStep(t, backend, cfg, tc.nc, 2, 13, false)
 		for _, variant := range []string{"stacked", "bf16dm"} {
 			// b·h = 4 query heads of 13 tokens: one float32 [b, h, rows, s] block is 208·rows bytes.
@@ -128,34 +88,66 @@ func TestBlockedCarrierMatchesMaterialized(t *testing.T) {
 						t.Fatalf("CarrierBlockRows(4 heads, 13 tokens) under %d bytes = %d, want %d", bound, rows, bound/208)
 					}
 					_, lf, gf := natsStep(t, backend, cfg, tc.nc, 2, 13, true)
-					if math.Abs(lm-lf) > 1e-5*math.Abs(lm) {
-						t.Fatalf("loss: materialised %v, fused %v", lm, lf)
-					}
 					tol := 1e-4
 					if variant == "bf16dm" {
 						tol = 5e-3 // the bf16 rounding of ∂L/∂M (TestFusedCarrierMatchesMaterialized)
 					}
-					scorerSeen := false
-					for i, sp := range specs {
-						var scale, diff float64
-						for k := range gm[i] {
-							scale = math.Max(scale, math.Abs(float64(gm[i][k])))
-							diff = math.Max(diff, math.Abs(float64(gm[i][k]-gf[i][k])))
-						}
-						if diff > tol*scale+1e-7 {
-							t.Errorf("%s: max |Δgrad| %.3g (max |grad| %.3g)", sp.Name, diff, scale)
-						}
-						if sp.Name == model.LayerName(1)+"/nats/scorer" {
-							scorerSeen = scale > 1e-6
-						}
-					}
-					if !scorerSeen {
-						t.Fatal("the scorer got no gradient: the test does not exercise the carrier")
-					}
+					checkSameStep(t, specs, lm, gm, lf, gf, tol)
 				})
 			}
 		}
 	}
+}
+
+// carrierCases are the NAtS configurations the carrier tests run: token level, chunked with max pooling, and
+// grouped-query attention (one KV head for two query heads).
+var carrierCases = []carrierCase{
+	{"token", 0, nats.Config{Lambda: 1e-3, Window: 3, Chunk: 1, Merge: "mean"}},
+	{"chunk2-max", 0, nats.Config{Lambda: 1e-3, Window: 4, Chunk: 2, Merge: "max"}},
+	{"gqa", 1, nats.Config{Lambda: 1e-3, Window: 2, Chunk: 1, Merge: "mean"}},
+}
+
+type carrierCase struct {
+	name    string
+	kvHeads int
+	nc      nats.Config
+}
+
+// config is the tiny float32 model of the carrier tests (2 layers, 2 query heads, kvHeads KV heads).
+func (c carrierCase) config() model.Config {
+	return model.Config{VocabSize: 37, DModel: 16, NLayers: 2, NHeads: 2, NKVHeads: c.kvHeads, FFNMult: 2,
+		MaxSeqLen: 16, RopeTheta: 10000, RopeScaling: "none", DType: "float32"}
+}
+
+// checkSameStep fails the test unless the fused step's loss lf and gradients gf match the materialised step's lm, gm
+// (loss to 1e-5 relative, every parameter's gradient to tol of its largest entry) and the second layer's scorer
+// got a gradient; it returns the largest relative gradient difference.
+func checkSameStep(t *testing.T, specs []model.Spec, lm float64, gm [][]float32, lf float64, gf [][]float32, tol float64) (worst float64) {
+	t.Helper()
+	if math.Abs(lm-lf) > 1e-5*math.Abs(lm) {
+		t.Fatalf("loss: materialised %v, fused %v", lm, lf)
+	}
+	scorerSeen := false
+	for i, sp := range specs {
+		var scale, diff float64
+		for k := range gm[i] {
+			scale = math.Max(scale, math.Abs(float64(gm[i][k])))
+			diff = math.Max(diff, math.Abs(float64(gm[i][k]-gf[i][k])))
+		}
+		if scale > 0 {
+			worst = math.Max(worst, diff/scale)
+		}
+		if diff > tol*scale+1e-7 {
+			t.Errorf("%s: max |Δgrad| %.3g (max |grad| %.3g)", sp.Name, diff, scale)
+		}
+		if sp.Name == model.LayerName(1)+"/nats/scorer" {
+			scorerSeen = scale > 1e-6
+		}
+	}
+	if !scorerSeen {
+		t.Fatal("the scorer got no gradient: the test does not exercise the carrier")
+	}
+	return worst
 }
 
 // natsStep returns the parameter specs, the loss and the parameter gradients of one NAtS training step (CE + λ
