@@ -724,8 +724,8 @@ type StepOut struct {
 	// and when the capacity grows).
 	CommitSeconds float64
 	// PrepSeconds is the part spent building the step's arguments and moving them to the device (the validity mask
-	// when it is rebuilt, the slot updates, the tokens); OutputSeconds the part after the greedy tokens arrive: the other outputs read to the host (NAtS
-	// roles, attention statistics) and the replaced device buffers freed.
+	// when it is rebuilt, the slot updates, the tokens); OutputSeconds the part after the greedy tokens arrive: the
+	// other outputs read to the host (attention statistics) and the replaced device buffers freed.
 	PrepSeconds, OutputSeconds float64
 }
 

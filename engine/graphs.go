@@ -266,8 +266,8 @@ func natsVisibility(r, sPos, sRole, pos0 *Node, W, C int) (mc, mi *Node) {
 // `[B, KV, Cap, hd]`, per layer staged K, V `[B, KV, R, hd]`, valid `[L, B, KV, Cap+R]` float32, state
 // `[L, B, d]`, update indices `[U, 1]` int32 (flat into valid) and update values `[U]` (added to valid).
 // Outputs: per layer staged K, V, valid, state, argmax `[B]` (NAtS: followed by the roles `[L, B, KV]` flattened,
-// `[B + L·B·KV]` in all), logits `[B, V]`, then attention `[L, B, KV, Cap+R]` (evictors that need it). The committed K/V are only read: no step rewrites
-// the large buffers.
+// `[B + L·B·KV]` in all), logits `[B, V]`, then attention `[L, B, KV, Cap+R]` (evictors that need it). The
+// committed K/V are only read: no step rewrites the large buffers.
 func (e *Engine) stepGraph(params, in []*Node) []*Node {
 	cfg := e.Cfg
 	p := model.NodesFrom(cfg, e.Params.Specs, params)

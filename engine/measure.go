@@ -35,8 +35,8 @@ type MeasureOptions struct {
 	// CopyBytes is the buffer size of the bandwidth benchmark (default 256 MiB, 16 MiB on the pure-Go backend);
 	// negative skips it.
 	CopyBytes int64
-	// Log, when set, gets one line per run (warm-up or timed) as it ends: its prefill seconds (chunks, host part) and
-	// decode ms per token (device, host and commit parts), so a long measurement shows where it is.
+	// Log, when set, gets one line per run (warm-up or timed) as it ends: its prefill seconds and decode ms per token,
+	// each split into its parts (PrefillResult, StepOut), so a long measurement shows where it is and where time goes.
 	Log io.Writer
 }
 
@@ -193,15 +193,15 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 			return res, err
 		}
 		live = max(live, heapInUse(goBackend))
+		var s float64 // the steps alone (not Decode's checks and final logits copy)
+		for _, x := range dr.StepSeconds {
+			s += x
+		}
+		steps := float64(max(len(dr.StepSeconds), 1))
 		if o.Log != nil {
 			kind, k, n := "timed run", i-o.Warmup+1, o.Repeats
 			if i < o.Warmup {
 				kind, k, n = "warm-up", i+1, o.Warmup
-			}
-			steps := float64(max(len(dr.StepSeconds), 1))
-			var s float64 // the stored metric's basis: the steps alone
-			for _, x := range dr.StepSeconds {
-				s += x
 			}
 			fmt.Fprintf(o.Log, "    %s %d/%d: prefill %.2f s (%d chunks of %d; graphs %.2f s, arguments %.2f, host table %.2f, commits %.2f, other %.2f), decode %.3f ms/token (device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs and frees %.3f), %d slots\n",
 				kind, k, n, pr.Seconds, pr.Chunks, pr.Chunk, pr.GraphSeconds, pr.ArgsSeconds, pr.HostSeconds, pr.CommitSeconds,
@@ -213,11 +213,6 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 		}
 		res.LiveBytes = max(res.LiveBytes, live)
 		res.PrefillSeconds = append(res.PrefillSeconds, pr.Seconds)
-		var s float64
-		for _, x := range dr.StepSeconds {
-			s += x
-		}
-		steps := float64(max(len(dr.StepSeconds), 1))
 		res.DecodeMsPerToken = append(res.DecodeMsPerToken, 1e3*s/steps)
 		host = append(host, 1e3*dr.HostSeconds/steps)
 		dev = append(dev, 1e3*dr.DeviceSeconds/steps)

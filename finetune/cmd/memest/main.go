@@ -158,7 +158,6 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 			status = 1
 		}
 	} else {
-		fmt.Printf("  random weights on the device: %.1f s\n", res.SetupSeconds)
 		for i, s := range res.StepSeconds {
 			note := ""
 			if i == 0 {
