@@ -64,9 +64,9 @@ type Options struct {
 	// the backward pass reaches that layer, instead of all layers' activations being kept. Forward values and
 	// gradients are the same (the recomputation repeats the same operations on the same inputs); the backward pass
 	// costs one more forward pass of the layers. It matters only where a gradient is taken through Forward (the
-	// fine-tuning student). What a custom gradient captures is kept regardless: on the fused masked path the
-	// carrier's VJP (model.FusedMaskedAttention) holds the layer's q, k, v and attention output from the forward
-	// pass (finetune.EstimateMemory counts them).
+	// fine-tuning student). A custom gradient recomputes what it uses too: the carrier's VJP
+	// (model.FusedMaskedAttention) takes the layer's q, k, v and attention output from the node GoMLX hands it, whose
+	// inputs are the recomputed ones.
 	Checkpoint bool
 }
 
