@@ -16,13 +16,9 @@ type Memory struct {
 	Weights     int64 // frozen base weights as held on the device
 	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
 	Kept        int64 // student activations kept for the backward pass (all layers, or only layer inputs when checkpointing)
-	// Captured is, with checkpointing on the fused path, what the carrier's custom VJP holds from the forward pass
-	// despite checkpointing: every layer's q, k, v and attention output (model.FusedMaskedAttention's gradient
-	// closure refers to those nodes, so they are not recomputed). 0 otherwise (without checkpointing they are in Kept).
-	Captured  int64
-	Layer     int64 // one layer's activations, re-materialised during its backward when checkpointing
-	LayerGrad int64 // one layer's activation gradients during its backward (same shapes as Layer)
-	AttnTerm  int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
+	Layer       int64 // one layer's activations, re-materialised during its backward when checkpointing
+	LayerGrad   int64 // one layer's activation gradients during its backward (same shapes as Layer)
+	AttnTerm    int64 // one `[heads, seq, seq]` float32 term of the materialised masked attention
 	// AttnPeak is, on the fused path, the s² tensors that exist at once during one layer's backward pass (see
 	// MemoryOptions.Fused); 0 on the materialised path, whose s² tensors are in Layer and LayerGrad.
 	AttnPeak int64
@@ -55,11 +51,21 @@ const (
 // holds at its peak (MemoryOptions.Fused), measured rather than counted: the code's own count is two (S and dP, with
 // exp, the products and ∂L/∂M fused into their consumers), but XLA's plan for Llama-3-8B cut to 4 layers, unblocked,
 // on the H200 held 57.8 GiB of temporaries at 8,192 tokens (7.2 tensors of 8 GiB) and 102.0 GiB at 12,288 (5.7 of
-// 18 GiB; results/finetune_memory). One data point: 7 tensors plus the bias give 66.9 GiB against the 61.4 planned
-// at 8k, and over-count 12k (143.6 against 105.6). Blocked, the estimate takes all 7 as carrier tensors that shrink
-// to rows/seq, if XLA runs the blocks one after another as their barriers ask; seq² temporaries outside the carrier
-// would not shrink, so long-sequence estimates may be optimistic. Not yet measured.
-const fusedBlockF32Terms = 7
+// 18 GiB; results/finetune_memory).
+//
+// fusedFullF32Terms is the number of float32 `[heads, seq, seq]` tensors outside the carrier's blocks, which do not
+// shrink with them, also measured: with the blocks (1,024 rows at 16k), the 4-layer plan at 16,384 tokens held
+// 99.6 GiB of temporaries, of which the bf16 bias (16 GiB), 7 block tensors (14 GiB) and the per-layer terms account
+// for ~36 GiB, leaving ~62 GiB: two float32 tensors of 32 GiB. Which ones is not known (the HLO was not dumped);
+// the fused kernel's own forward and backward over the [heads, seq, seq] bias are the likely holders. With both
+// constants the estimate is 103.0 GiB against that 103.2 GiB plan (which also held the carrier's captured q, k, v,
+// att of its 4 layers, since removed: see EstimateMemory), but 89.4 GiB against the 61.4 GiB planned at 8k by the
+// unblocked code (-carrier-block-mib 8192): one formula does not fit both, so estimates away from 16k are
+// extrapolations, and at 8k likely high.
+const (
+	fusedBlockF32Terms = 7
+	fusedFullF32Terms  = 2
+)
 
 // EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments
 // (hidden·kv_heads·3 per layer) are included in Weights; the teacher's forward keeps nothing but its final
@@ -88,7 +94,7 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	if o.Fused {
 		attn = 0
 		rows := int64(model.CarrierBlockRows(int(nh), int(s))) // one sequence per step
-		m.AttnPeak = fusedBlockF32Terms*nh*rows*s*4 + nh*s*s*cb
+		m.AttnPeak = fusedBlockF32Terms*nh*rows*s*4 + fusedFullF32Terms*nh*s*s*4 + nh*s*s*cb
 	}
 	// Linear activations of one layer: input, normed, q, k, v, attention output, residual, normed, gate, up,
 	// silu(gate)·up, MLP output.
@@ -97,11 +103,12 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	m.LayerGrad = m.Layer
 	final := 3 * s * h * cb // teacher and student final hidden states and their difference
 	if o.Checkpoint {
+		// Only the layer inputs: since 2026-11-29 the carrier's custom gradient also works on the recomputed q, k, v and
+		// attention output (model.FusedMaskedAttention); before, it held every layer's from the forward pass (~0.44 GiB
+		// a layer for Llama-3-8B at 16k, seen on the H200 as 0.72 GiB of temporaries per layer between the 4- and
+		// 32-layer plans).
 		m.Kept = L*s*h*cb + final
-		if o.Fused {
-			m.Captured = L * s * (2*nh*hd + 2*nkv*hd) * cb
-		}
-		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Captured + m.Layer + m.LayerGrad + m.AttnPeak
+		m.Total = m.Weights + m.WeightsCast + m.Kept + m.Layer + m.LayerGrad + m.AttnPeak
 	} else {
 		m.Kept = L*m.Layer + final
 		m.Total = m.Weights + m.WeightsCast + m.Kept + m.LayerGrad + m.AttnPeak
@@ -121,9 +128,6 @@ func (m Memory) String() string {
 	g := func(b int64) string { return fmt.Sprintf("%.1f %s", float64(b)/unit, name) }
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "weights %s + cast %s + kept activations %s", g(m.Weights), g(m.WeightsCast), g(m.Kept))
-	if m.Captured > 0 {
-		fmt.Fprintf(&sb, " + q,k,v,out held by the carrier's VJP %s", g(m.Captured))
-	}
 	fmt.Fprintf(&sb, " + one layer %s + its gradients %s", g(m.Layer), g(m.LayerGrad))
 	if m.AttnPeak > 0 {
 		fmt.Fprintf(&sb, " + fused attention backward peak %s", g(m.AttnPeak))
