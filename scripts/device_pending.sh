@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# The measurements still open after 2026-11-29 (session 6), in six device calls on one H200 (each under the
-# 10-minute limit; 1–3 first):
+# The measurements still open after 2026-11-29 (session 7), one device call each on one H200 (each under the
+# 10-minute limit):
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
-#     checkpointing) with the carrier's backward pass in query blocks (model/carrier.go) and the XLA allocator
-#     allowed 95% of the GPU (-backend xla:cuda,memory_fraction=0.95): first cut to 4 layers at 16k tokens (before
-#     the blocks it failed to allocate 32 GiB; results/finetune_memory), then all 32 layers at 16k (cut at 300 s
-#     with no step finished before; PROBE_S bounds it).
+#     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
+#     xla:cuda,memory_fraction=0.95): all 32 layers at 16k tokens first (session 7: planned 134.7 GiB, 1.3 GiB over
+#     the cap, before the carrier stopped holding each layer's q, k, v and output; compile ~5 min), then, if that
+#     failed, 4 layers at 16k (fitted at 103.2 GiB). results/finetune_memory.
 #   PART=2 (≤ ~9.5 min): latency_parts.toml again (the engine's step fixes of 2026-11-29: was the argument part
 #     0.95 ms at 16k, batch 8; outputs 0.27 ms for NAtS; and the prefill's parts), then latency32k's nats_8b_c8k (the
 #     8B shape's roles calibrated on 8,192 tokens: on 1,024 its deeper layers drifted at 32k).
 #   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-8 runs (full_8b_b8, nats_8b_b8).
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
 #     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
-#   PART=5, 6 (≤ ~9.5 min each): Figure 4's other methods on the pg19 shape, 1k–64k (latency_random.toml: 5 is
-#     StreamingLLM and NAtS, 6 is H2O and TOVA). Durations not known; a run writes its rows after every prompt length,
-#     so a cut run keeps the lengths it finished: carry its folder back (unpack the tarball into the -out root on the
-#     next machine) and the next attempt measures only the rest. Its full attention curve was measured before the
-#     tighter full-attention capacity: re-measure it beside them.
+#   PART=5 (≤ ~9.5 min): Figure 4 on the pg19 shape, every method of latency_random.toml at 1k–64k (measured in
+#     session 7 over two calls: H2O was cut at 16k and resumed). A run writes its rows after every prompt length, so
+#     a cut run keeps the lengths it finished: carry the call's tarball and pass it as SEED=FILE, and name the runs
+#     still to do in RUNS (e.g. RUNS="h2o tova full"); the next attempt measures only the missing lengths.
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
-#                PART=2..6 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
-# Leaves in $OUT: probe-*.log (PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5, 6:
+#                PART=2..5 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
+# Leaves in $OUT: probe-*.log (PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5:
 # unpack the run folders into results/<sweep>/); PART=2 also parts.log and latency_parts.tar.gz (its run IDs are
 # those of the committed "before" measurement: unpack into a new folder, e.g. results/latency_parts_after/); PART=4
 # also the files of device_diag.sh.
@@ -34,6 +33,9 @@ mkdir -p $bin "$OUT"
 export GOMLX_NO_AUTO_INSTALL=1
 for f in runner memest; do [ -f "$dir/$f.xz" ] && xz -dc "$dir/$f.xz" >$bin/$f && chmod +x $bin/$f; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# SEED=FILE (a carried tarball of an earlier call's <sweep>.tar.gz): its run folders, finished lengths kept, go
+# under the -out root so that cut runs resume.
+if [ -n "${SEED:-}" ]; then mkdir -p /tmp/lat && tar -xzf "$SEED" -C /tmp/lat; fi
 
 # lat SECONDS RUN...: runs of $SWEEP (default latency32k), one runner process each, in order, until SECONDS have
 # passed since the call began; the run folders go to $OUT/$SWEEP.tar.gz.
@@ -57,13 +59,20 @@ summary() { grep -h -E 'latency .*prompt|failed|rror' "$OUT/${SWEEP:-latency32k}
 [ "$part" -ge 2 ] 2>/dev/null && [ "$part" -le 4 ] && export SWEEP=latency32k # not one left in the environment
 case $part in
 1)
+	# 32 layers first, with the call's time: at 16k its compile alone outlasted 300 s before. XLA's GEMM and fusion
+	# autotuning is off to shorten the compile (it picks kernels, not buffer sizes: the memory plan is what counts).
 	be=xla:cuda,memory_fraction=0.95
-	timeout -k 5 "${PROBE4_S:-150}" $bin/memest -probe -backend $be -seq 16384 -layers 4 -steps 2 >"$OUT/probe-4layers-16k.log" 2>&1
-	echo "memest -probe -layers 4: exit $? (3 = out of memory, 124 = cut)"
-	timeout -k 5 $((${PROBE_UNTIL:-530} - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -steps 2 >"$OUT/probe-32layers-16k.log" 2>&1
-	echo "memest -probe (32 layers): exit $? (3 = out of memory, 124 = cut)"
+	export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
+	[ -d /usr/local/cuda ] && export XLA_FLAGS="$XLA_FLAGS --xla_gpu_cuda_data_dir=/usr/local/cuda"
+	timeout -k 5 $((${PROBE_UNTIL:-520} - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -steps 2 >"$OUT/probe-32layers-16k.log" 2>&1
+	rc=$?
+	echo "memest -probe (32 layers): exit $rc (3 = out of memory, 124 = cut) after $SECONDS s"
+	if [ $rc -ne 0 ] && [ $((${PROBE_UNTIL:-520} + 40 - SECONDS)) -gt 90 ]; then
+		timeout -k 5 $((${PROBE_UNTIL:-520} + 40 - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -layers 4 -steps 2 >"$OUT/probe-4layers-16k.log" 2>&1
+		echo "memest -probe -layers 4: exit $? (3 = out of memory, 124 = cut)"
+	fi
 	echo
-	grep -h -E 'probe:|step .* done|peak|OUT OF|plan' "$OUT"/probe-*.log | cut -c1-200
+	grep -h -E 'probe:|step .* done|peak|OUT OF|plan|= .* GiB' "$OUT"/probe-*.log | cut -c1-200
 	;;
 2)
 	timeout -k 5 150 $bin/runner -sweep latency_parts.toml -out /tmp/lp -backend xla:cuda -no-report >"$OUT/parts.log" 2>&1
@@ -90,15 +99,17 @@ case $part in
 	echo
 	summary
 	;;
-5 | 6)
-	# Figure 4 on the pg19 shape: latency_random.toml's other methods at 1k–64k (full is in results/latency_random).
+5)
+	# Figure 4 on the pg19 shape: every method of latency_random.toml at 1k–64k in one call, side by side (the full
+	# curve committed before was measured before the tighter full-attention capacity, and comes last here).
 	export SWEEP=latency_random
-	if [ $part = 5 ]; then lat "${LAT_UNTIL:-555}" streamingllm nats; else lat "${LAT_UNTIL:-555}" h2o tova; fi
+	# shellcheck disable=SC2086 # RUNS is a list of run names
+	lat "${LAT_UNTIL:-565}" ${RUNS:-nats streamingllm h2o tova full}
 	echo
 	summary
 	;;
 *)
-	echo "PART=$part: want 1 to 6" >&2
+	echo "PART=$part: want 1 to 5" >&2
 	exit 2
 	;;
 esac
