@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"natsbench/engine"
+	"natsbench/internal/devmem"
 	"natsbench/kvcache"
 	"natsbench/model"
 	"natsbench/results"
@@ -138,6 +139,7 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	// the lengths it finished: a later attempt reads them back and measures only the others.
 	path := filepath.Join(dir, results.MetricsFile)
 	rows, done := earlierLatencyRows(path, env.Log)
+	gpu := cudaSampler(env)
 	now := time.Now()
 	for _, n := range lc.PromptLens {
 		if err := ctx.Err(); err != nil {
@@ -160,7 +162,19 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 				opt.Prompt[b] = prompt[b*n : (b+1)*n]
 			}
 		}
+		var poll *devmem.Poller
+		if gpu != nil {
+			poll = devmem.Start(gpu, 50*time.Millisecond)
+		}
 		res, err := engine.Measure(e, opt)
+		var used int64
+		if poll != nil {
+			var perr error
+			if used, _, perr = poll.Stop(); perr != nil {
+				fmt.Fprintf(env.Log, "  latency %s: %v (no device_used_bytes row)\n", short(info.key), perr)
+				used = 0
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("%s: prompt %d: %w", info.key, n, err)
 		}
@@ -188,9 +202,16 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if peak == 0 {
 			peak = cache + chunk
 		}
+		if used > 0 {
+			rows = append(rows, info.row("latency", "test", "device_used_bytes", float64(n), float64(used), 1))
+		}
 		rows = append(rows, info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1))
-		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d)\n",
-			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens)
+		dev := ""
+		if used > 0 {
+			dev = fmt.Sprintf(", GPU memory used %.2f GiB", float64(used)/(1<<30))
+		}
+		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d)%s\n",
+			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens, dev)
 		if rr := res.RoleRates; len(rr) > 0 {
 			// What the scorers decided on this prompt (with random weights: against the calibration's target).
 			parts := make([]string, len(rr))
@@ -263,6 +284,25 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 		}
 	}
 	return 0, "no limit: free memory unknown"
+}
+
+// cudaSampler returns the reading of the GPU's memory in use (nvidia-smi memory.used) for a CUDA backend that
+// answers, else nil. A latency length's device_used_bytes row is its maximum while that length is measured: the whole
+// GPU, and XLA's allocator keeps what it reserved, so it is the high-water mark of the process so far (the CUDA
+// context, the weights and every graph's buffers and temporaries, earlier runs' in the same process included). One
+// run per process (runner -only, as scripts/device_pending.sh runs them) and lengths in increasing order make it
+// the run's peak device memory at that length.
+func cudaSampler(env Env) devmem.Sampler {
+	spec := model.BackendSpec(env.Backend)
+	if !strings.HasPrefix(spec, "xla") || strings.Contains(spec, "cpu") {
+		return nil
+	}
+	g := devmem.GPU{Index: max(env.Device, 0)}
+	if _, err := g.Sample(); err != nil {
+		fmt.Fprintf(env.Log, "  device memory: %v (no device_used_bytes rows)\n", err)
+		return nil
+	}
+	return g
 }
 
 // parseFreeTotal reads nvidia-smi's first "free, total" line (MiB).

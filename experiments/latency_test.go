@@ -1,6 +1,8 @@
 package experiments
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,5 +95,35 @@ func TestGPUMemLimit(t *testing.T) {
 	lim, _ = gpuMemLimit(busy, total, 0.75) // a busy GPU: the free memory binds
 	if want := int64(0.9 * busy * (1 << 20)); lim != want {
 		t.Errorf("busy GPU: %d, want %d", lim, want)
+	}
+}
+
+// TestCUDASampler: a latency run on a CUDA backend reads the GPU's memory.used from nvidia-smi (here a stand-in on
+// PATH) for its device_used_bytes rows; on the pure-Go backend, or when nvidia-smi does not answer, it reads nothing
+// and says why.
+func TestCUDASampler(t *testing.T) {
+	bin := t.TempDir()
+	smi := filepath.Join(bin, "nvidia-smi")
+	if err := os.WriteFile(smi, []byte("#!/bin/sh\necho 1536\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var log strings.Builder
+	if s := cudaSampler(Env{Backend: "go", Device: -1, Log: &log}); s != nil {
+		t.Errorf("pure-Go backend: sampler %v", s.Name())
+	}
+	s := cudaSampler(Env{Backend: "xla:cuda", Device: -1, Log: &log})
+	if s == nil {
+		t.Fatalf("xla:cuda with nvidia-smi answering: no sampler (log %q)", log.String())
+	}
+	if v, err := s.Sample(); err != nil || v != 1536<<20 {
+		t.Errorf("reading %d, %v; want 1536 MiB", v, err)
+	}
+	if err := os.WriteFile(smi, []byte("#!/bin/sh\necho 'No devices were found'; exit 6\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log.Reset()
+	if s := cudaSampler(Env{Backend: "xla:cuda", Device: 0, Log: &log}); s != nil || !strings.Contains(log.String(), "no device_used_bytes") {
+		t.Errorf("nvidia-smi failing: sampler %v, log %q", s, log.String())
 	}
 }

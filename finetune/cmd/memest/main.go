@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"natsbench/finetune"
+	"natsbench/internal/devmem"
 	"natsbench/llama"
 	"natsbench/model"
 )
@@ -128,12 +129,10 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 		fail(err)
 	}
 	var xlaLog *xlaMemLog
-	var sampler memSampler
+	var sampler devmem.Sampler = devmem.Heap{}
 	if isXLA {
 		xlaLog = captureXLAMemoryLog()
-		sampler = &gpuSampler{index: f.gpu}
-	} else {
-		sampler = heapSampler{}
+		sampler = devmem.GPU{Index: f.gpu}
 	}
 	baseline, baseErr := sampler.Sample() // before the backend holds anything
 	backend, err := model.NewBackend(f.backend)
@@ -142,7 +141,7 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 	}
 	fmt.Printf("probe: %s with random weights on %s, seq %d, compute %s, weights %s, checkpointing %v, %d step(s)\n",
 		name, backend.Description(), f.seq, f.dtype, or(f.weights, f.dtype), f.checkpoint, f.steps)
-	poll := startPolling(sampler, 100*time.Millisecond)
+	poll := devmem.Start(sampler, 100*time.Millisecond)
 	res, err := finetune.Probe(backend, c, finetune.ProbeOptions{Seq: f.seq, DType: f.dtype, WeightsDType: f.weights,
 		Checkpoint: f.checkpoint, Steps: f.steps, Seed: f.seed, Log: os.Stdout})
 	peak, samples, sampleErr := poll.Stop()

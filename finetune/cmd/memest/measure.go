@@ -2,98 +2,13 @@ package main
 
 import (
 	"flag"
-	"fmt"
-	"os/exec"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"k8s.io/klog/v2"
 )
-
-// memSampler reads the memory in use now, in bytes.
-type memSampler interface {
-	Sample() (int64, error)
-	Name() string
-}
-
-// gpuSampler reads a GPU's memory.used from nvidia-smi (MiB): the whole device, so the probe subtracts what was in
-// use before its backend opened. GoMLX exposes no device allocator statistics (go-xla v0.4.5 has the C call for
-// PJRT_Device_MemoryStats but no Go API), hence the outside view.
-type gpuSampler struct{ index int }
-
-func (g *gpuSampler) Name() string { return fmt.Sprintf("nvidia-smi memory.used of GPU %d", g.index) }
-
-func (g *gpuSampler) Sample() (int64, error) {
-	out, err := exec.Command("nvidia-smi", "-i", strconv.Itoa(g.index), "--query-gpu=memory.used",
-		"--format=csv,noheader,nounits").Output()
-	if err != nil {
-		return 0, fmt.Errorf("nvidia-smi: %w", err)
-	}
-	mib, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
-	if err != nil {
-		return 0, fmt.Errorf("nvidia-smi memory.used %q: %w", strings.TrimSpace(string(out)), err)
-	}
-	return int64(mib * (1 << 20)), nil
-}
-
-// heapSampler reads the Go heap in use: where the pure-Go backend keeps its buffers.
-type heapSampler struct{}
-
-func (heapSampler) Name() string { return "Go heap in use" }
-
-func (heapSampler) Sample() (int64, error) {
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return int64(m.HeapInuse), nil
-}
-
-// poller samples in the background and keeps the maximum.
-type poller struct {
-	stop    chan struct{}
-	done    chan struct{}
-	max     int64
-	samples int
-	err     error
-}
-
-func startPolling(s memSampler, every time.Duration) *poller {
-	p := &poller{stop: make(chan struct{}), done: make(chan struct{})}
-	sample := func() {
-		v, err := s.Sample()
-		if err != nil {
-			p.err = err
-			return
-		}
-		p.max = max(p.max, v)
-		p.samples++
-	}
-	go func() {
-		defer close(p.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			sample()
-			select {
-			case <-p.stop:
-				sample() // allocators keep what they reserved: the last reading counts too
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-// Stop ends the polling and returns the largest reading, the number of readings and the last error, if any.
-func (p *poller) Stop() (int64, int, error) {
-	close(p.stop)
-	<-p.done
-	return p.max, p.samples, p.err
-}
 
 // xlaPlan is go-xla's report of a compiled program's device memory (pjrt.ExecutableMemoryUsageStats).
 type xlaPlan struct {
