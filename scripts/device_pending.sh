@@ -20,7 +20,7 @@
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
 #                PART=2..5 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
-# Leaves in $OUT: probe-*.log (PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5:
+# Leaves in $OUT: probe-*.log and probe-*-buffer-assignment.txt.xz (XLA's, PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5:
 # unpack the run folders into results/<sweep>/); PART=2 also parts.log and latency_parts.tar.gz (its run IDs are
 # those of the committed "before" measurement: unpack into a new folder, e.g. results/latency_parts_after/); PART=4
 # also the files of device_diag.sh.
@@ -64,13 +64,22 @@ case $part in
 	be=xla:cuda,memory_fraction=0.95
 	export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
 	[ -d /usr/local/cuda ] && export XLA_FLAGS="$XLA_FLAGS --xla_gpu_cuda_data_dir=/usr/local/cuda"
+	# XLA's buffer assignment of the step names what fills its temporaries (at 16k, ~62 GiB of them were not
+	# accounted for): kept, the largest file, xz'd, per probe.
+	XLA_BASE=$XLA_FLAGS
+	dump() { ls -S "$1"/*buffer-assignment.txt 2>/dev/null | head -1 | xargs -r xz -9c >"$OUT/$2-buffer-assignment.txt.xz"; }
+	export XLA_FLAGS="$XLA_BASE --xla_dump_to=/tmp/xd32 --xla_dump_hlo_as_text"
 	timeout -k 5 $((${PROBE_UNTIL:-520} - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -steps 2 >"$OUT/probe-32layers-16k.log" 2>&1
 	rc=$?
+	dump /tmp/xd32 probe-32layers
+	export XLA_FLAGS="$XLA_BASE --xla_dump_to=/tmp/xd4 --xla_dump_hlo_as_text"
 	echo "memest -probe (32 layers): exit $rc (3 = out of memory, 124 = cut) after $SECONDS s"
 	if [ $rc -ne 0 ] && [ $((${PROBE_UNTIL:-520} + 40 - SECONDS)) -gt 90 ]; then
 		timeout -k 5 $((${PROBE_UNTIL:-520} + 40 - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -layers 4 -steps 2 >"$OUT/probe-4layers-16k.log" 2>&1
 		echo "memest -probe -layers 4: exit $? (3 = out of memory, 124 = cut)"
+		dump /tmp/xd4 probe-4layers
 	fi
+	ls -la "$OUT"
 	echo
 	grep -h -E 'probe:|step .* done|peak|OUT OF|plan|= .* GiB' "$OUT"/probe-*.log | cut -c1-200
 	;;
