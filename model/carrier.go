@@ -138,22 +138,37 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	for _, t := range mo.Terms {
 		parts = append(parts, Reshape(ConvertDType(t.Key, dtypes.Float32), nKey))
 	}
-	// q, k and v ride along, one element each (anchorElem), so that the gradient function finds them, and att, among
-	// the inputs of the node it is handed. Under gradient checkpointing (llama.Options.Checkpoint) that node is the
-	// clone whose inputs were recomputed from the layer's kept input, so the backward pass uses the recomputed q, k,
-	// v and att. Closing over the forward pass's nodes instead kept them alive from each layer's forward pass to its
-	// backward pass: for Llama-3-8B at 16k tokens q, k, v and a float32 att are ~0.44 GiB a layer, ~14 GiB over 32
-	// layers (on the H200 the 32-layer step's plan was 134.7 GiB against 103.2 GiB for 4 layers,
-	// results/finetune_memory).
-	for _, x := range []*Node{q, k, v} {
+	// q, k, v, the hard mask and the terms' regions ride along, one element each (anchorElem), so that the gradient
+	// function finds them, and att, among the inputs of the node it is handed. Under gradient checkpointing
+	// (llama.Options.Checkpoint) that node is the clone whose inputs were recomputed from the layer's kept input, so
+	// the backward pass uses the recomputed tensors. Closing over the forward pass's nodes instead kept them alive
+	// from each layer's forward pass to its backward pass: for Llama-3-8B at 16k tokens q, k, v and a float32 att are
+	// ~0.44 GiB a layer, ~14 GiB over 32 layers (on the H200 the 32-layer step's plan was 134.7 GiB against 103.2
+	// GiB for 4 layers, results/finetune_memory). The price: the carrier's recomputed att is its own clone of the
+	// fused kernel's forward pass, besides the one GoMLX makes for the kernel's gradient, so a layer's backward pass
+	// may run that kernel's forward twice (unless XLA merges the two; not measured).
+	anchors := []*Node{q, k, v, mo.Hard}
+	for _, t := range mo.Terms {
+		anchors = append(anchors, t.Region)
+	}
+	for _, x := range anchors {
 		parts = append(parts, anchorElem(x))
 	}
-	nAnchors := 3
+	nAnchors := len(anchors)
 	packed := IdentityWithCustomGradient(Concatenate(parts, 0), func(x, adj *Node) *Node {
-		in := carrierInputs(x, 1+len(mo.Terms), att, q, k, v)
+		in := carrierInputs(x, 1+len(mo.Terms), append([]*Node{att}, anchors...)...)
 		att, q, k, v := in[0], in[1], in[2], in[3]
+		terms := make([]CarrierTerm, len(mo.Terms))
+		for i, t := range mo.Terms {
+			terms[i] = CarrierTerm{Key: t.Key, Region: in[5+i], Coef: t.Coef} // Key: forward only, never read here
+		}
+		mo := MaskOut{Hard: in[4], Terms: terms}
 		if carrierInputsHook != nil {
-			carrierInputsHook(in)
+			used := []*Node{att, q, k, v, mo.Hard}
+			for _, t := range mo.Terms {
+				used = append(used, t.Region)
+			}
+			carrierInputsHook(used)
 		}
 		dO := Reshape(Slice(adj, AxisRange(0, nAtt)), b, kv, rep, s, hd) // float32
 		qR := Reshape(q, b, kv, rep, s, hd)
@@ -175,27 +190,33 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 			dMr := Mul(Div(Exp(Sub(scores, mz[0])), mz[1]), Sub(dP, delta)) // [b, kv, rep, s, s], fused into the sum
 			out = append(out, stackedTermSums(dMr, mo.Terms, 2, 3))
 		}
-		out = append(out, Zeros(adj.Graph(), shapes.Make(dtypes.Float32, nAnchors))) // q, k, v: their gradient is the kernel's
+		out = append(out, Zeros(adj.Graph(), shapes.Make(dtypes.Float32, nAnchors))) // q, k, v get theirs from the kernel; the masks none
 		return Concatenate(out, 0)
 	})
 	return ConvertDType(Reshape(Slice(packed, AxisRange(0, nAtt)), b, h, s, hd), att.DType())
 }
 
 // anchorElem is x's first element as a float32 `[1]`: a cheap input that ties x to the carrier's packed vector
-// (withCarrierGradient).
+// (withCarrierGradient). It slices before it converts, so no full-size copy of x can arise whatever XLA simplifies.
 func anchorElem(x *Node) *Node {
-	return Slice(Reshape(ConvertDType(x, dtypes.Float32), x.Shape().Size()), AxisRange(0, 1))
+	first := make([]SliceAxisSpec, x.Rank())
+	for i := range first {
+		first[i] = AxisRange(0, 1)
+	}
+	return ConvertDType(Reshape(Slice(x, first...), 1), dtypes.Float32)
 }
 
-// carrierInputsHook, when set (tests), sees the att, q, k and v the carrier's gradient function uses.
-var carrierInputsHook func(attQKV []*Node)
+// carrierInputsHook, when set (tests), sees the att, q, k, v, hard mask and term regions the carrier's gradient
+// function uses.
+var carrierInputsHook func(inputs []*Node)
 
-// carrierInputs returns the att, q, k, v that the carrier's packed node x was built from, as x's own inputs hold
-// them: x is IdentityWithCustomGradient's node, or the clone GoMLX's backward pass hands the gradient function,
-// whose inputs are recomputed when the node lies inside a checkpointed block. The packed vector's parts are att
-// (first) and, after the nTerms−1 term keys, the anchors of q, k, v; each is followed down its chain of
-// single-input nodes (reshape, slice, dtype conversion) to the node with the shape of the forward pass's one
-// (want). A part whose chain does not lead there panics: the packing changed without this function.
+// carrierInputs returns the tensors that the carrier's packed node x was built from (want: att, then the anchored
+// ones), as x's own inputs hold them: x is IdentityWithCustomGradient's node, or the clone GoMLX's backward pass
+// hands the gradient function, whose inputs are recomputed when the node lies inside a checkpointed block. The
+// packed vector's parts are att (first), the term keys, then the anchors: nLead parts (att and the keys) come before
+// the anchors. Each part is followed down its chain of single-input nodes (reshape, slice, dtype conversion) to the
+// node with the shape of the forward pass's one. A part whose chain does not lead there panics: the packing changed
+// without this function.
 func carrierInputs(x *Node, nLead int, want ...*Node) []*Node {
 	cat := x.Inputs()[0]
 	parts := cat.Inputs()

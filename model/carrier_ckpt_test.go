@@ -13,12 +13,13 @@ import (
 )
 
 // TestCarrierUsesRecomputedInputs: under gradient checkpointing the carrier's gradient function works on the
-// recomputed q, k, v and attention output, not on the forward pass's nodes, which would otherwise stay alive from
-// every layer's forward pass to its backward pass (~0.44 GiB a layer for Llama-3-8B at 16k tokens). A layer of
-// fused masked attention with a carrier term, inside a checkpointed block: without checkpointing the gradient
-// function sees the forward nodes themselves; with it, other nodes (the clones GoMLX recomputes from the
-// checkpoint), and the loss and the gradients with respect to the block's input, the projections and the term's
-// key input are the same (float32, pure-Go backend, bound 1e-6 of each gradient's largest entry).
+// recomputed q, k, v, attention output, hard mask and term regions, not on the forward pass's nodes, which would
+// otherwise stay alive from every layer's forward pass to its backward pass (~0.44 GiB a layer for Llama-3-8B at
+// 16k tokens). A layer of fused masked attention with a carrier term, inside a checkpointed block: without
+// checkpointing the gradient function sees the forward nodes themselves; with it, other nodes (the clones GoMLX
+// recomputes from the checkpoint), and the loss and the gradients with respect to the block's input, the
+// projections and the term's key input are the same (float32, pure-Go backend, bound 1e-6 of each gradient's
+// largest entry).
 func TestCarrierUsesRecomputedInputs(t *testing.T) {
 	backend, err := model.NewBackend("go")
 	if err != nil {
@@ -43,8 +44,11 @@ func TestCarrierUsesRecomputedInputs(t *testing.T) {
 			// Hard drops key 1 for queries past 3; the term's region is the causal part of the rows past 2.
 			drop := And(GreaterThan(Iota(g, shapes.Make(dtypes.Int32, s, s), 0), Const(g, int32(3))),
 				Equal(Iota(g, shapes.Make(dtypes.Int32, s, s), 1), Const(g, int32(1))))
-			hard := BroadcastToDims(Reshape(And(causal, LogicalNot(drop)), 1, 1, s, s), b, kv, s, s)
-			region := BroadcastToDims(Reshape(And(causal, GreaterThan(Iota(g, shapes.Make(dtypes.Int32, s, s), 0), Const(g, int32(2)))), 1, 1, s, s), b, kv, s, s)
+			// Both depend on the block's input (through an always-true test on it), as the NAtS masks do through the
+			// scorers, so they are recomputed too.
+			live := BroadcastToDims(Reshape(GreaterThan(ReduceAllSum(xc), Const(g, float32(-1e30))), 1, 1, 1, 1), b, kv, s, s)
+			hard := And(live, BroadcastToDims(Reshape(And(causal, LogicalNot(drop)), 1, 1, s, s), b, kv, s, s))
+			region := And(live, BroadcastToDims(Reshape(And(causal, GreaterThan(Iota(g, shapes.Make(dtypes.Int32, s, s), 0), Const(g, int32(2)))), 1, 1, s, s), b, kv, s, s))
 			key := Sigmoid(Add(keyIn, ReduceSum(Reshape(xc, b, 1, s, d), -1))) // depends on the block's input: recomputed too
 			mo := model.MaskOut{Hard: hard, Terms: []model.CarrierTerm{{Key: key, Region: region, Coef: 0.7}}}
 			att := model.FusedMaskedAttention(q, k, v, mo)
@@ -71,10 +75,10 @@ func TestCarrierUsesRecomputedInputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(seen) != 4 {
-			t.Fatalf("the carrier's gradient function saw %d inputs, want att, q, k, v", len(seen))
+		if len(seen) != 6 {
+			t.Fatalf("the carrier's gradient function saw %d inputs, want att, q, k, v, the hard mask and the term's region", len(seen))
 		}
-		// The forward pass's att, q, k, v are ancestors of the attention's output; recomputed clones are not.
+		// The forward pass's att, q, k, v and masks are ancestors of the attention's output; recomputed clones are not.
 		anc := map[*Node]bool{}
 		var visit func(n *Node)
 		visit = func(n *Node) {
@@ -94,7 +98,7 @@ func TestCarrierUsesRecomputedInputs(t *testing.T) {
 		}
 		return float64(tensors.MustCopyFlatData[float32](out[0])[0]), grads, sameAsForward
 	}
-	names := []string{"att", "q", "k", "v"}
+	names := []string{"att", "q", "k", "v", "hard mask", "region"}
 	l0, g0, same0 := run(false)
 	l1, g1, same1 := run(true)
 	for i, n := range names {
