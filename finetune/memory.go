@@ -11,7 +11,7 @@ import (
 // Memory is an ESTIMATE from tensor shapes of the device memory of one scorer-only fine-tuning step on one
 // sequence — not a measurement. It counts the tensors that must coexist at the peak; XLA's buffer reuse,
 // fusion and allocator overhead are ignored, so real use can differ by tens of percent either way (the fused path's
-// attention term is calibrated on one H200 measurement: fusedBlockF32Terms).
+// attention term is calibrated on H200 plans: fusedBlockF32Terms, fusedFullF32Terms).
 type Memory struct {
 	Weights     int64 // frozen base weights as held on the device
 	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
@@ -35,7 +35,8 @@ type MemoryOptions struct {
 	// materialised one: nothing of size seq² is kept between the passes, and one layer's backward holds, at its peak,
 	// the additive bias of the hard mask that the fused kernel's backward reads (compute dtype `[heads, seq, seq]`)
 	// and the carrier backward's float32 temporaries for one block of query rows (model.CarrierBlockRows: all the
-	// rows up to 2 GiB per tensor), counted as fusedBlockF32Terms tensors `[heads, rows, seq]`.
+	// rows up to 2 GiB per tensor), counted as fusedBlockF32Terms tensors `[heads, rows, seq]`, plus
+	// fusedFullF32Terms float32 `[heads, seq, seq]` tensors outside the blocks (measured, not identified).
 	Fused bool
 }
 
@@ -59,7 +60,7 @@ const (
 // for ~36 GiB, leaving ~62 GiB: two float32 tensors of 32 GiB. Which ones is not known (the HLO was not dumped);
 // the fused kernel's own forward and backward over the [heads, seq, seq] bias are the likely holders. With both
 // constants the estimate is 103.0 GiB against that 103.2 GiB plan (which also held the carrier's captured q, k, v,
-// att of its 4 layers, since removed: see EstimateMemory), but 89.4 GiB against the 61.4 GiB planned at 8k by the
+// att of its 4 layers, since removed: see EstimateMemory), but 82.3 GiB against the 61.4 GiB planned at 8k by the
 // unblocked code (-carrier-block-mib 8192): one formula does not fit both, so estimates away from 16k are
 // extrapolations, and at 8k likely high.
 const (

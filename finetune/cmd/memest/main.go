@@ -71,7 +71,7 @@ func main() {
 	fmt.Printf("%s, bf16 compute:\n", name)
 	fmt.Println("(the fused path's attention term is calibrated on H200 plans of Llama-3-8B cut to 4 layers, with random weights:")
 	fmt.Println(" blocked carrier at 16k, XLA planned 103.2 GiB where `memest -layers 4 -seq 16384` says 103.0; unblocked at 8k,")
-	fmt.Println(" 61.4 where `-carrier-block-mib 8192` says 89.4, so away from 16k this is an extrapolation. All 32 layers at 16k")
+	fmt.Println(" 61.4 where `-carrier-block-mib 8192` says 82.3, so away from 16k this is an extrapolation. All 32 layers at 16k")
 	fmt.Println(" planned 134.7 GiB before the carrier stopped holding each layer's q, k, v and output (the estimate: 117.9 since;")
 	fmt.Println(" not yet measured). results/finetune_memory)")
 	for _, fused := range []bool{false, true} {
