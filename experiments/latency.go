@@ -162,16 +162,14 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 				opt.Prompt[b] = prompt[b*n : (b+1)*n]
 			}
 		}
-		var poll *devmem.Poller
-		if gpu != nil {
-			poll = devmem.Start(gpu, 50*time.Millisecond)
-		}
 		res, err := engine.Measure(e, opt)
 		var used int64
-		if poll != nil {
-			var perr error
-			if used, _, perr = poll.Stop(); perr != nil {
-				fmt.Fprintf(env.Log, "  latency %s: %v (no device_used_bytes row)\n", short(info.key), perr)
+		if gpu != nil && err == nil {
+			// One reading after the timed runs (polling during them would time nvidia-smi too): XLA's allocator keeps
+			// what it reserved, so it is the most the length needed.
+			var serr error
+			if used, serr = gpu.Sample(); serr != nil {
+				fmt.Fprintf(env.Log, "  latency %s: %v (no device_used_bytes row)\n", short(info.key), serr)
 				used = 0
 			}
 		}
@@ -203,9 +201,13 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			peak = cache + chunk
 		}
 		if used > 0 {
-			rows = append(rows, info.row("latency", "test", "device_used_bytes", float64(n), float64(used), 1))
+			row := info.row("latency", "test", "device_used_bytes", float64(n), float64(used), 1)
+			row.Time = now
+			rows = append(rows, row)
 		}
-		rows = append(rows, info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1))
+		row := info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1)
+		row.Time = now
+		rows = append(rows, row)
 		dev := ""
 		if used > 0 {
 			dev = fmt.Sprintf(", GPU memory used %.2f GiB", float64(used)/(1<<30))
@@ -287,11 +289,11 @@ func memLimit(lc LatencyConfig, env Env) (int64, string) {
 }
 
 // cudaSampler returns the reading of the GPU's memory in use (nvidia-smi memory.used) for a CUDA backend that
-// answers, else nil. A latency length's device_used_bytes row is its maximum while that length is measured: the whole
-// GPU, and XLA's allocator keeps what it reserved, so it is the high-water mark of the process so far (the CUDA
-// context, the weights and every graph's buffers and temporaries, earlier runs' in the same process included). One
-// run per process (runner -only, as scripts/device_pending.sh runs them) and lengths in increasing order make it
-// the run's peak device memory at that length.
+// answers, else nil. A latency length's device_used_bytes row is one reading after its timed runs: the whole GPU, and
+// XLA's allocator keeps what it reserved, so it is the allocator's pool so far (the CUDA context, the weights, every
+// graph's buffers and temporaries, earlier runs' in the same process included, rounded up to the pool's growth:
+// coarse, not a count of live bytes). One run per process (runner -only, as scripts/device_pending.sh runs them)
+// and lengths in increasing order make it the run's peak device memory at that length, as the device reports it.
 func cudaSampler(env Env) devmem.Sampler {
 	spec := model.BackendSpec(env.Backend)
 	if !strings.HasPrefix(spec, "xla") || strings.Contains(spec, "cpu") {

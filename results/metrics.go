@@ -54,7 +54,7 @@ var registry = []Metric{
 	{Name: "decode_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median decode time per generated token"},
 	{Name: "decode_ms_per_token_p90", Unit: "ms", X: "prompt_len", Doc: "90th percentile decode time per token"},
 	{Name: "peak_mem_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak device memory of the KV cache and activations"},
-	{Name: "device_used_bytes", Unit: "bytes", X: "prompt_len", Doc: "GPU memory in use as nvidia-smi reports it, the most while a prompt length is measured (CUDA backends; XLA's allocator high-water mark of the process)"},
+	{Name: "device_used_bytes", Unit: "bytes", X: "prompt_len", Doc: "GPU memory in use as nvidia-smi reports it after a prompt length's timed runs (CUDA backends; the XLA allocator's pool of the process, CUDA context included)"},
 	{Name: "kv_cache_bytes", Unit: "bytes", X: "prompt_len", Doc: "peak bytes of the K/V buffers (what the policy keeps, in capacity buckets)"},
 	{Name: "host_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median host-side (slot table) part of a decode step"},
 	{Name: "device_ms_per_token", Unit: "ms", X: "prompt_len", Doc: "median device part of a decode step"},

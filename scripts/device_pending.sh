@@ -67,7 +67,11 @@ case $part in
 	# XLA's buffer assignment of the step names what fills its temporaries (at 16k, ~62 GiB of them were not
 	# accounted for): kept, the largest file, xz'd, per probe.
 	XLA_BASE=$XLA_FLAGS
-	dump() { ls -S "$1"/*buffer-assignment.txt 2>/dev/null | head -1 | xargs -r xz -9c >"$OUT/$2-buffer-assignment.txt.xz"; }
+	dump() {
+		local f
+		f=$(ls -S "$1"/*buffer-assignment.txt 2>/dev/null | head -1)
+		[ -n "$f" ] && timeout 30 xz -T0 -3 -c "$f" >"$OUT/$2-buffer-assignment.txt.xz"
+	}
 	export XLA_FLAGS="$XLA_BASE --xla_dump_to=/tmp/xd32 --xla_dump_hlo_as_text"
 	timeout -k 5 $((${PROBE_UNTIL:-520} - SECONDS)) $bin/memest -probe -backend $be -seq 16384 -steps 2 >"$OUT/probe-32layers-16k.log" 2>&1
 	rc=$?
@@ -109,8 +113,7 @@ case $part in
 	summary
 	;;
 5)
-	# Figure 4 on the pg19 shape: every method of latency_random.toml at 1k–64k in one call, side by side (the full
-	# curve committed before was measured before the tighter full-attention capacity, and comes last here).
+	# Figure 4 on the pg19 shape: every method of latency_random.toml at 1k–64k, side by side (RUNS: a subset).
 	export SWEEP=latency_random
 	# shellcheck disable=SC2086 # RUNS is a list of run names
 	lat "${LAT_UNTIL:-565}" ${RUNS:-nats streamingllm h2o tova full}
