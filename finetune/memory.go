@@ -57,8 +57,10 @@ const (
 // fusedFullF32Terms is the number of float32 `[heads, seq, seq]` tensors outside the carrier's blocks, which do not
 // shrink with them, also measured: with the blocks (1,024 rows at 16k), the 4-layer plan at 16,384 tokens held
 // 99.6 GiB of temporaries, of which the bf16 bias (16 GiB), 7 block tensors (14 GiB) and the per-layer terms account
-// for ~36 GiB, leaving ~62 GiB: two float32 tensors of 32 GiB. Which ones is not known (the HLO was not dumped);
-// the fused kernel's own forward and backward over the [heads, seq, seq] bias are the likely holders. With both
+// for ~36 GiB, leaving ~62 GiB: two float32 tensors of 32 GiB. One part is known from go-xla's code (compute/xla/
+// flash.go, v0.4.5): cuDNN's backward with a bias also writes a dBias `[b, heads, seq, seq]` in the compute dtype
+// (16 GiB at 16k), which go-xla declares and drops. The rest is not identified (the HLO was not dumped; scripts/
+// device_pending.sh PART=1 now keeps XLA's buffer assignment). With both
 // constants the estimate is 103.0 GiB against that 103.2 GiB plan (which also held the carrier's captured q, k, v,
 // att of its 4 layers, since removed: see EstimateMemory), but 82.3 GiB against the 61.4 GiB planned at 8k by the
 // unblocked code (-carrier-block-mib 8192): one formula does not fit both, so estimates away from 16k are
