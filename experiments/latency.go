@@ -168,9 +168,8 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			// One reading after the timed runs (polling during them would time nvidia-smi too): XLA's allocator keeps
 			// what it reserved, so it is the most the length needed.
 			var serr error
-			if used, serr = gpu.Sample(); serr != nil {
+			if used, serr = gpu.Sample(); serr != nil { // used is 0: no row
 				fmt.Fprintf(env.Log, "  latency %s: %v (no device_used_bytes row)\n", short(info.key), serr)
-				used = 0
 			}
 		}
 		if err != nil {
@@ -200,18 +199,16 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if peak == 0 {
 			peak = cache + chunk
 		}
+		dev := ""
 		if used > 0 {
 			row := info.row("latency", "test", "device_used_bytes", float64(n), float64(used), 1)
 			row.Time = now
 			rows = append(rows, row)
+			dev = fmt.Sprintf(", GPU memory used %.2f GiB", float64(used)/(1<<30))
 		}
 		row := info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1)
 		row.Time = now
 		rows = append(rows, row)
-		dev := ""
-		if used > 0 {
-			dev = fmt.Sprintf(", GPU memory used %.2f GiB", float64(used)/(1<<30))
-		}
 		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d)%s\n",
 			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens, dev)
 		if rr := res.RoleRates; len(rr) > 0 {

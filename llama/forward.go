@@ -65,8 +65,8 @@ type Options struct {
 	// gradients are the same (the recomputation repeats the same operations on the same inputs); the backward pass
 	// costs one more forward pass of the layers. It matters only where a gradient is taken through Forward (the
 	// fine-tuning student). A custom gradient recomputes what it uses too: the carrier's VJP
-	// (model.FusedMaskedAttention) takes the layer's q, k, v and attention output from the node GoMLX hands it, whose
-	// inputs are the recomputed ones.
+	// (model.FusedMaskedAttention) takes the layer's q, k, v, attention output and masks from the node GoMLX hands it,
+	// whose inputs are the recomputed ones.
 	Checkpoint bool
 }
 

@@ -138,8 +138,8 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	for _, t := range mo.Terms {
 		parts = append(parts, Reshape(ConvertDType(t.Key, dtypes.Float32), nKey))
 	}
-	// q, k, v, the hard mask and the terms' regions ride along, one element each (anchorElem), so that the gradient
-	// function finds them, and att, among the inputs of the node it is handed. Under gradient checkpointing
+	// att, q, k, v, the hard mask and the terms' regions ride along, one element each (anchorElem), so that the
+	// gradient function finds them among the inputs of the node it is handed. Under gradient checkpointing
 	// (llama.Options.Checkpoint) that node is the clone whose inputs were recomputed from the layer's kept input, so
 	// the backward pass uses the recomputed tensors. Closing over the forward pass's nodes instead kept them alive
 	// from each layer's forward pass to its backward pass: for Llama-3-8B at 16k tokens q, k, v and a float32 att are
@@ -147,7 +147,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	// GiB for 4 layers, results/finetune_memory). The price: the carrier's recomputed att is its own clone of the
 	// fused kernel's forward pass, besides the one GoMLX makes for the kernel's gradient, so a layer's backward pass
 	// may run that kernel's forward twice (unless XLA merges the two; not measured).
-	anchors := []*Node{q, k, v, mo.Hard}
+	anchors := []*Node{att, q, k, v, mo.Hard}
 	for _, t := range mo.Terms {
 		anchors = append(anchors, t.Region)
 	}
@@ -156,7 +156,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 	}
 	nAnchors := len(anchors)
 	packed := IdentityWithCustomGradient(Concatenate(parts, 0), func(x, adj *Node) *Node {
-		in := carrierInputs(x, 1+len(mo.Terms), append([]*Node{att}, anchors...)...)
+		in := carrierInputs(x, anchors)
 		att, q, k, v := in[0], in[1], in[2], in[3]
 		terms := make([]CarrierTerm, len(mo.Terms))
 		for i, t := range mo.Terms {
@@ -190,7 +190,7 @@ func withCarrierGradient(att, q, k, v *Node, mo MaskOut) *Node {
 			dMr := Mul(Div(Exp(Sub(scores, mz[0])), mz[1]), Sub(dP, delta)) // [b, kv, rep, s, s], fused into the sum
 			out = append(out, stackedTermSums(dMr, mo.Terms, 2, 3))
 		}
-		out = append(out, Zeros(adj.Graph(), shapes.Make(dtypes.Float32, nAnchors))) // q, k, v get theirs from the kernel; the masks none
+		out = append(out, Zeros(adj.Graph(), shapes.Make(dtypes.Float32, nAnchors))) // att's is above; q, k, v get theirs from the kernel; the masks none
 		return Concatenate(out, 0)
 	})
 	return ConvertDType(Reshape(Slice(packed, AxisRange(0, nAtt)), b, h, s, hd), att.DType())
@@ -210,26 +210,21 @@ func anchorElem(x *Node) *Node {
 // function uses.
 var carrierInputsHook func(inputs []*Node)
 
-// carrierInputs returns the tensors that the carrier's packed node x was built from (want: att, then the anchored
-// ones), as x's own inputs hold them: x is IdentityWithCustomGradient's node, or the clone GoMLX's backward pass
-// hands the gradient function, whose inputs are recomputed when the node lies inside a checkpointed block. The
-// packed vector's parts are att (first), the term keys, then the anchors: nLead parts (att and the keys) come before
-// the anchors. Each part is followed down its chain of single-input nodes (reshape, slice, dtype conversion) to the
-// node with the shape of the forward pass's one. A part whose chain does not lead there panics: the packing changed
-// without this function.
-func carrierInputs(x *Node, nLead int, want ...*Node) []*Node {
-	cat := x.Inputs()[0]
-	parts := cat.Inputs()
-	idx := []int{0}
-	for i := range len(want) - 1 {
-		idx = append(idx, nLead+i)
-	}
-	out := make([]*Node, len(want))
-	for i, w := range want {
-		n := parts[idx[i]]
-		for !n.Shape().Equal(w.Shape()) {
+// carrierInputs returns the tensors that the carrier's packed node x anchors (anchorElem), as x's own inputs hold
+// them: x is IdentityWithCustomGradient's node, or the clone GoMLX's backward pass hands the gradient function,
+// whose inputs are recomputed when the node lies inside a checkpointed block. The anchors are the packed vector's
+// last parts, in the order of anchors (the forward pass's tensors); each is followed down its chain of single-input
+// nodes (dtype conversion, reshape, slice) to the node of that tensor's shape. A part whose chain does not lead
+// there panics: the packing changed without this function.
+func carrierInputs(x *Node, anchors []*Node) []*Node {
+	parts := x.Inputs()[0].Inputs() // the Concatenate's
+	parts = parts[len(parts)-len(anchors):]
+	out := make([]*Node, len(anchors))
+	for i, a := range anchors {
+		n := parts[i]
+		for !n.Shape().Equal(a.Shape()) {
 			if len(n.Inputs()) != 1 {
-				panic(fmt.Errorf("carrier: packed part %d does not lead to a %s tensor (reached %s)", idx[i], w.Shape(), n.Shape()))
+				panic(fmt.Errorf("carrier: anchor %d does not lead to a %s tensor (reached %s)", i, a.Shape(), n.Shape()))
 			}
 			n = n.Inputs()[0]
 		}
