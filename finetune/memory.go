@@ -11,7 +11,7 @@ import (
 // Memory is an ESTIMATE from tensor shapes of the device memory of one scorer-only fine-tuning step on one
 // sequence — not a measurement. It counts the tensors that must coexist at the peak; XLA's buffer reuse,
 // fusion and allocator overhead are ignored, so real use can differ by tens of percent either way (the fused path's
-// attention term is calibrated on H200 plans: fusedBlockF32Terms, fusedFullF32Terms).
+// attention term is calibrated on H200 plans: fusedBlockF32Terms, fusedHeadTerms, fusedMaskTerms).
 type Memory struct {
 	Weights     int64 // frozen base weights as held on the device
 	WeightsCast int64 // the compute-dtype copy of the weights when they are held in another dtype (0 otherwise)
@@ -33,10 +33,10 @@ type MemoryOptions struct {
 	Checkpoint   bool // gradient checkpointing per layer (Config.Checkpoint): keep layer inputs, recompute a layer in its backward
 	// Fused counts the fused attention path (llama.AttentionPath; what finetune runs in bf16) instead of the
 	// materialised one: nothing of size seq² is kept between the passes, and one layer's backward holds, at its peak,
-	// the additive bias of the hard mask that the fused kernel's backward reads (compute dtype `[heads, seq, seq]`)
-	// and the carrier backward's float32 temporaries for one block of query rows (model.CarrierBlockRows: all the
-	// rows up to 2 GiB per tensor), counted as fusedBlockF32Terms tensors `[heads, rows, seq]`, plus
-	// fusedFullF32Terms float32 `[heads, seq, seq]` tensors outside the blocks (measured, not identified).
+	// the carrier backward's float32 temporaries for one block of query rows (model.CarrierBlockRows: all the rows
+	// up to 2 GiB per tensor), counted as fusedBlockF32Terms tensors `[heads, rows, seq]`, fusedHeadTerms
+	// compute-dtype `[heads, seq, seq]` tensors (the fused kernel's bias and what its backward writes) and
+	// fusedMaskTerms Bool `[kv_heads, seq, seq]` masks.
 	Fused bool
 }
 
@@ -54,20 +54,28 @@ const (
 // on the H200 held 57.8 GiB of temporaries at 8,192 tokens (7.2 tensors of 8 GiB) and 102.0 GiB at 12,288 (5.7 of
 // 18 GiB; results/finetune_memory).
 //
-// fusedFullF32Terms is the number of float32 `[heads, seq, seq]` tensors outside the carrier's blocks, which do not
-// shrink with them, also measured: with the blocks (1,024 rows at 16k), the 4-layer plan at 16,384 tokens held
-// 99.6 GiB of temporaries, of which the bf16 bias (16 GiB), 7 block tensors (14 GiB) and the per-layer terms account
-// for ~36 GiB, leaving ~62 GiB: two float32 tensors of 32 GiB. One part is known from go-xla's code (compute/xla/
-// flash.go, v0.4.5): cuDNN's backward with a bias also writes a dBias `[b, heads, seq, seq]` in the compute dtype
-// (16 GiB at 16k), which go-xla declares and drops. The rest is not identified (the HLO was not dumped; scripts/
-// device_pending.sh PART=1 now keeps XLA's buffer assignment). With both
-// constants the estimate is 103.0 GiB against that 103.2 GiB plan (which also held the carrier's captured q, k, v,
-// att of its 4 layers, since removed: see EstimateMemory), but 82.3 GiB against the 61.4 GiB planned at 8k by the
-// unblocked code (-carrier-block-mib 8192): one formula does not fit both, so estimates away from 16k are
-// extrapolations, and at 8k likely high.
+// fusedHeadTerms and fusedMaskTerms are the s² tensors outside the carrier's blocks, which do not shrink with them.
+// They are read off XLA's buffer assignment of the whole Llama-3-8B step (32 layers, 16,384 tokens, checkpointing,
+// blocks of 1,024 rows; results/finetune_memory/probe-32layers-buffer-assignment.txt.xz), whose 90.6 GiB of
+// temporaries hold, besides the blocks' float32 tensors of 2 GiB:
+//   - four compute-dtype `[heads, seq, seq]` tensors of 16 GiB: two copies of the hard mask's additive bias
+//     broadcast to the query heads (both rebuilt by XLA's own rematerialisation), the dBias that cuDNN's backward
+//     writes and go-xla drops (compute/xla/flash.go, v0.4.5), and cuDNN's backward workspace (a u8 buffer of the
+//     same size);
+//   - Bool hard masks `[kv_heads, seq, seq]` (2 GiB), 16 of them side by side. They are the forward pass's: GoMLX
+//     (v0.28.8) holds the fused attention's bias in the node's options, not among its inputs, so the node that
+//     checkpointing recomputes for the backward reuses the forward's bias, and XLA keeps each layer's mask to
+//     rebuild that bias (its ".remat" copy) rather than the bias itself. fusedMaskTerms = 2 is fitted, not
+//     identified: it makes the estimate meet the plan (105.9 GiB estimated, 105.6 GiB planned, of which 15.0 GiB
+//     inputs).
+//
+// XLA's plan is shaped by its scheduler and its own rematerialisation (the ".remat" buffers), so estimates away
+// from 16k are extrapolations. The earlier 4-layer plans (103.2 GiB at 16k, before the carrier stopped capturing
+// each layer's forward q, k, v and output; 61.4 GiB at 8k unblocked) do not fit one formula with this one.
 const (
 	fusedBlockF32Terms = 7
-	fusedFullF32Terms  = 2
+	fusedHeadTerms     = 4
+	fusedMaskTerms     = 2
 )
 
 // EstimateMemory returns the estimate for base config c. Scorer parameters and AdamW moments
@@ -97,7 +105,7 @@ func EstimateMemory(c llama.Config, o MemoryOptions) Memory {
 	if o.Fused {
 		attn = 0
 		rows := int64(model.CarrierBlockRows(int(nh), int(s))) // one sequence per step
-		m.AttnPeak = fusedBlockF32Terms*nh*rows*s*4 + fusedFullF32Terms*nh*s*s*4 + nh*s*s*cb
+		m.AttnPeak = fusedBlockF32Terms*nh*rows*s*4 + fusedHeadTerms*nh*s*s*cb + fusedMaskTerms*nkv*s*s
 	}
 	// Linear activations of one layer: input, normed, q, k, v, attention output, residual, normed, gate, up,
 	// silu(gate)·up, MLP output.
