@@ -63,7 +63,7 @@ type Engine struct {
 	ok                                           bool
 	spec                                         spec
 	prefillExec, probeExec, stepExec, commitExec *graph.Exec
-	commitDestExec                               *graph.Exec
+	commitDestExec, commitChunkExec              *graph.Exec
 
 	tab        table
 	batch      int
@@ -82,12 +82,13 @@ type Engine struct {
 	// stagedSlots[i·rows + r] is the slot row r gave the token staged at index i (position base + i) during
 	// decoding; recN counts the indices recorded since the last commit (−1: a gap, so the next commit takes the
 	// host path).
-	stagedSlots []int32
-	recN        int
-	destCommits int // commits that took commitDest (tests check that decoding exercises it)
-	garbage     []*tensors.Tensor
-	peakCache   int64
-	peakTotal   int64
+	stagedSlots  []int32
+	recN         int
+	destCommits  int // commits that took commitDest (tests check that decoding exercises it)
+	chunkCommits int // prefill commits that took commitChunk (tests check that full attention's prefill does)
+	garbage      []*tensors.Tensor
+	peakCache    int64
+	peakTotal    int64
 
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
@@ -167,6 +168,9 @@ func (e *Engine) init() error {
 		return err
 	}
 	if e.commitDestExec, err = mk(e.commitDestGraph); err != nil {
+		return err
+	}
+	if e.commitChunkExec, err = mk(e.commitChunkGraph); err != nil {
 		return err
 	}
 	e.ok = true
@@ -254,6 +258,13 @@ type PrefillResult struct {
 // length and its padding masked — then the host applies the policy token by token, and one more graph moves the
 // chunk's surviving K/V into the committed cache (growing it when the policy needs more slots). For NAtS the chunk
 // must be a multiple of the NAtS chunk size.
+//
+// Per chunk, the other policies upload the slot table (positions and roles, `[L, B, KV, Cap]` int32 each) and the
+// commit a host-built source map of the same size. For full attention, whose token t lands in slot t, the chunk
+// graph reads the validity the last commit left on the device and the commit builds its sources on the device
+// (commitChunk), so nothing of size Cap is built or uploaded after the first chunk. On the H200 the table work was
+// ~0.25 s per chunk for the 8B shape at batch 8 and 32k (17.3M slots, 512 chunks of 64: 127 of the 146 s prefill;
+// results/latency32k/device-2026-11-29c.log); with commitChunk it is not yet measured.
 func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	if err := e.init(); err != nil {
 		return PrefillResult{}, err
@@ -316,8 +327,16 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			copy(tokens[b*T:], prompt[b][pos0:pos0+n])
 		}
 		argsStart := time.Now()
-		sPos, sRole := e.slotTensors()
 		tok := tensors.FromFlatDataAndDimensions(tokens, B, T)
+		var sPos, sRole *tensors.Tensor
+		if e.spec.kind == kindFull { // the graph reads the validity the last commit left on the device
+			if e.valid == nil {
+				e.valid = e.buildValid()
+			}
+			sPos, sRole = e.valid, tensors.FromScalar(int32(0))
+		} else {
+			sPos, sRole = e.slotTensors()
+		}
 		if err := e.toDevice(tok, sPos, sRole); err != nil {
 			return res, err
 		}
@@ -357,10 +376,19 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
 		hostStart := time.Now()
 		devCap := e.devCap
+		inPlace := e.spec.kind == kindFull && e.valid != nil
 		for t := 0; t < n; t++ {
 			pos := int32(pos0 + t)
 			if err := e.place(pos, T); err != nil {
 				return res, err
+			}
+			if inPlace {
+				for _, s := range e.tab.Slots() {
+					if s != pos {
+						inPlace = false
+						break
+					}
+				}
 			}
 			if hRoles != nil {
 				for r := range roles {
@@ -381,7 +409,11 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		}
 		hostDur += time.Since(hostStart)
 		commitStart := time.Now()
-		if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
+		if inPlace && e.tab.Cap() == devCap {
+			if err := e.commitChunk(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
+				return res, err
+			}
+		} else if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
 			return res, err
 		}
 		res.CommitSeconds += time.Since(commitStart).Seconds()
@@ -603,6 +635,35 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
 	e.devCap = nc
 	e.base = upto
+	e.needFull = false
+	clear(e.updN)
+	e.track(0)
+	return nil
+}
+
+// commitChunk is commit for a full-attention prefill chunk whose token t sits in slot base+t of every row, at an
+// unchanged capacity: commitChunkGraph builds the gather's sources on the device, so nothing of size Cap is built
+// on the host or uploaded.
+func (e *Engine) commitChunk(sk, sv []*tensors.Tensor, base, upto int32) error {
+	L := e.Cfg.NLayers
+	defer func() { e.recN = 0 }()
+	args := make([]any, 0, 4*L+3)
+	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
+		for _, x := range t {
+			args = append(args, x)
+		}
+	}
+	args = append(args, e.valid, base, upto-base)
+	out, err := e.commitChunkExec.Exec(args...)
+	if err != nil {
+		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
+	}
+	e.garbage = append(e.garbage, e.K...)
+	e.garbage = append(e.garbage, e.V...)
+	e.garbage = append(e.garbage, e.valid)
+	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
+	e.base = upto
+	e.chunkCommits++
 	e.needFull = false
 	clear(e.updN)
 	e.track(0)

@@ -291,6 +291,9 @@ func TestChunkedPrefillEqualsTokenByToken(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if m.name == "full" && pa.Chunks > 1 && a.chunkCommits == 0 {
+					t.Fatalf("chunk %d: no prefill commit built its sources on the device (commitChunk): the test does not exercise it", C)
+				}
 				for b := range prompt {
 					for i := 0; i < P; i++ {
 						if d := maxDiff(pa.Logits[(b*P+i)*V:(b*P+i+1)*V], ref.logits[b][i]); d > 1e-4 {

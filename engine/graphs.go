@@ -70,8 +70,11 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 			dims := t.Shape().Dimensions
 			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
 		}
-		sPos, sRole := layerOf(slotPos), layerOf(slotRole) // [B, KV, Cap]
-		var mc, mi *Node                                   // cache [B,KV,T,Cap] and chunk [B,KV,T,T] visibility
+		var sPos, sRole *Node // [B, KV, Cap]
+		if slotPos.DType() == dtypes.Int32 {
+			sPos, sRole = layerOf(slotPos), layerOf(slotRole)
+		}
+		var mc, mi *Node // cache [B,KV,T,Cap] and chunk [B,KV,T,T] visibility
 		st := Zeros(g, shapes.Make(dtypes.Float32, B, d))
 		switch sp.kind {
 		case kindNAtS:
@@ -87,7 +90,12 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 			mc = And(GreaterOrEqual(InsertAxes(sPos, 2), i32(0)), vis(qp, InsertAxes(sPos, 2)))
 			mi = And(causalTT(g, T), vis(qp, Reshape(qPos, 1, 1, 1, T)))
 		default:
-			mc = GreaterOrEqual(InsertAxes(sPos, 2), i32(0))
+			if slotPos.DType() == dtypes.Float32 { // full attention: the validity `[L, B, KV, Cap+R]` the last commit left
+				v := Slice(layerOf(slotPos), AxisRange(), AxisRange(), AxisRange(0, capacity))
+				mc = InsertAxes(GreaterThan(v, Scalar(g, dtypes.Float32, 0.5)), 2)
+			} else {
+				mc = GreaterOrEqual(InsertAxes(sPos, 2), i32(0))
+			}
 			mi = causalTT(g, T)
 		}
 		mc = BroadcastToDims(mc, B, KV, T, capacity)
@@ -422,5 +430,24 @@ func (e *Engine) commitDestGraph(in []*Node) []*Node {
 	self := Iota(g, shapes.Make(dtypes.Int32, L, B, KV, capacity), 3)
 	src := Where(GreaterThan(m, ZerosLike(m)), AddScalar(m, float64(capacity-1)),
 		Where(liveC, self, AddScalar(ZerosLike(self), -1)))
+	return e.commitFromSrc(Ks, Vs, Ss, SVs, src)
+}
+
+// commitChunkGraph is commitGraph for a full-attention prefill chunk whose token t sits in slot pos0+t of every
+// row, with the sources built on the device: slot s takes chunk column s−pos0 for s in [pos0, pos0+n), else itself
+// if valid, else nothing. Inputs per layer K, V `[B, KV, Cap, hd]`, per layer chunk K, V `[B, KV, T, hd]`, the
+// validity `[L, B, KV, Cap+R]` the last commit left, pos0 and n (scalars). Outputs as commitGraph.
+func (e *Engine) commitChunkGraph(in []*Node) []*Node {
+	L := e.Cfg.NLayers
+	Ks, Vs, Ss, SVs := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L]
+	valid, pos0, n := in[4*L], in[4*L+1], in[4*L+2]
+	g := valid.Graph()
+	capacity := Ks[0].Shape().Dimensions[2]
+	d := valid.Shape().Dimensions
+	v := Slice(valid, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, capacity))
+	self := Iota(g, shapes.Make(dtypes.Int32, d[0], d[1], d[2], capacity), 3)
+	inChunk := And(GreaterOrEqual(self, pos0), LessThan(self, Add(pos0, n)))
+	src := Where(inChunk, Add(Sub(self, pos0), Const(g, int32(capacity))),
+		Where(GreaterThan(v, Scalar(g, dtypes.Float32, 0.5)), self, AddScalar(ZerosLike(self), -1)))
 	return e.commitFromSrc(Ks, Vs, Ss, SVs, src)
 }
