@@ -249,6 +249,9 @@ func (t *Trainer) TrainStep(tokens []int32, labels []float32) (Row, error) {
 	args = append(args, tensors.FromFlatDataAndDimensions(tokens, 1, s), tensors.FromFlatDataAndDimensions(labels, 1, s),
 		rng, lr, float32(t.Step+1))
 	out, err := t.exec.Exec(args...)
+	if IsOutOfMemory(err) {
+		return Row{}, outOfMemoryError(t.Step+1, s, err)
+	}
 	if err != nil {
 		return Row{}, fmt.Errorf("finetune step %d: %w", t.Step+1, err)
 	}

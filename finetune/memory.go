@@ -167,3 +167,23 @@ func MaxSeq(c llama.Config, o MemoryOptions, budget int64, step int) int {
 	}
 	return best
 }
+
+// IsOutOfMemory reports whether err is a device out-of-memory failure (XLA's RESOURCE_EXHAUSTED, or a message
+// saying out of memory).
+func IsOutOfMemory(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "resource_exhausted") || strings.Contains(s, "out of memory")
+}
+
+// outOfMemoryError wraps a training step's out-of-memory failure with what to try: XLA's allocator share and the
+// estimate of the step's need.
+func outOfMemoryError(step int64, tokens int, err error) error {
+	return fmt.Errorf("finetune step %d (%d tokens): out of device memory: %w\n"+
+		"  go-xla lets XLA's allocator use 75%% of a GPU by default: raise it with -backend xla:cuda,memory_fraction=0.95;\n"+
+		"  `go run ./finetune/cmd/memest -seq %d` estimates a step's need (Llama-3-8B at 16k: 105.6 GiB on the H200, results/finetune_memory);\n"+
+		"  shorter samples (finetune.seq_len), finetune.checkpoint = true and finetune.weights_dtype = \"bfloat16\" lower it",
+		step, tokens, err, tokens)
+}

@@ -1,6 +1,8 @@
 package finetune
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"natsbench/llama"
@@ -92,5 +94,23 @@ func TestLlama3_8BParameterCount(t *testing.T) {
 	}
 	if s := MaxSeq(Llama3_8B(), MemoryOptions{ParamBytes: 2, ComputeBytes: 2, Checkpoint: true}, 139<<30, 1024); s < 1024 || s >= 16384 {
 		t.Fatalf("max seq %d: the materialised [heads,s,s] attention should not fit 16k on 139 GiB", s)
+	}
+}
+
+// TestOutOfMemoryError: a step's out-of-memory failure names the step, its length and the remedies, and keeps the
+// original error; other errors are not taken for one.
+func TestOutOfMemoryError(t *testing.T) {
+	base := errors.New("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 128.52GiB")
+	if !IsOutOfMemory(base) || IsOutOfMemory(errors.New("INVALID_ARGUMENT: shape mismatch")) || IsOutOfMemory(nil) {
+		t.Fatal("IsOutOfMemory misclassifies")
+	}
+	err := outOfMemoryError(3, 16384, base)
+	for _, want := range []string{"finetune step 3 (16384 tokens)", "memory_fraction=0.95", "memest -seq 16384", "finetune.seq_len"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+	if !errors.Is(err, base) {
+		t.Error("the device's error is not wrapped")
 	}
 }

@@ -147,7 +147,7 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 	fmt.Printf("  estimate: %v\n", res.Estimate)
 	status := 0
 	if err != nil {
-		if isOOM(err) {
+		if finetune.IsOutOfMemory(err) {
 			fmt.Printf("  OUT OF DEVICE MEMORY: seq %d does not fit with compute %s, weights %s, checkpointing %v (estimate %.1f GiB).\n",
 				f.seq, f.dtype, or(f.weights, f.dtype), f.checkpoint, gib(res.Estimate.Total))
 			fmt.Printf("  error: %s\n", firstLine(err.Error()))
@@ -185,11 +185,6 @@ func runProbe(c llama.Config, name string, f probeFlags) int {
 		}
 	}
 	return status
-}
-
-func isOOM(err error) bool {
-	s := strings.ToLower(err.Error())
-	return strings.Contains(s, "resource_exhausted") || strings.Contains(s, "out of memory")
 }
 
 func firstLine(s string) string {
