@@ -243,10 +243,11 @@ type PrefillResult struct {
 	Next []int32
 	// Seconds is the wall time of the prefill; HostSeconds the part spent in the host slot table.
 	Seconds, HostSeconds float64
-	// ArgsSeconds is the part spent building each chunk's arguments and moving them to the device (the tokens and the
-	// slot table's positions and roles, `[layers, batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs,
-	// from launch to their outputs on the host (the first also uploads the empty cache); CommitSeconds the commits of
-	// each chunk's K/V into the cache (the host's source map and the gather graph). The rest of Seconds is resetting
+	// ArgsSeconds is the part spent building each chunk's arguments and moving them to the device (the tokens and,
+	// except for full attention after its first chunk, the slot table's positions and roles, `[layers, batch, KV
+	// heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch to their outputs on the host (the first
+	// also uploads the empty cache); CommitSeconds the commits of each chunk's K/V into the cache (the gather graph,
+	// and its host-built source map except for full attention's commitChunk). The rest of Seconds is resetting
 	// the cache, freeing replaced buffers and copying the logits.
 	ArgsSeconds, GraphSeconds, CommitSeconds float64
 	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
@@ -262,7 +263,8 @@ type PrefillResult struct {
 // Per chunk, the other policies upload the slot table (positions and roles, `[L, B, KV, Cap]` int32 each) and the
 // commit a host-built source map of the same size. For full attention, whose token t lands in slot t, the chunk
 // graph reads the validity the last commit left on the device and the commit builds its sources on the device
-// (commitChunk), so nothing of size Cap is built or uploaded after the first chunk. On the H200 the table work was
+// (commitChunk), so nothing of size Cap is built or uploaded after the first chunk unless the cache grows (a chunk
+// that grows it commits through the host's source map). On the H200 the table work was
 // ~0.25 s per chunk for the 8B shape at batch 8 and 32k (17.3M slots, 512 chunks of 64: 127 of the 146 s prefill;
 // results/latency32k/device-2026-11-29c.log); with commitChunk it is not yet measured.
 func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {

@@ -23,7 +23,9 @@ func (e *Engine) computeDType() dtypes.DType {
 
 // prefillGraph builds one prefill chunk. Inputs after the parameters: tokens `[B, T]`, pos0 (scalar: position of
 // the chunk's first token, a multiple of the NAtS chunk size), last (scalar: index of the chunk's last real
-// token), then per layer K and V `[B, KV, Cap, hd]`, then slot positions and roles `[L, B, KV, Cap]` int32.
+// token), then per layer K and V `[B, KV, Cap, hd]`, then slot positions and roles `[L, B, KV, Cap]` int32 — or,
+// for full attention, the validity `[L, B, KV, Cap+R]` float32 that the last commit left on the device and an
+// unused int32 scalar (Prefill: no slot table to upload per chunk).
 // Outputs: per layer the chunk's K and V `[B, KV, T, hd]`, logits (`[B, V]` of the last real token, or
 // `[B, T, V]` with Options.AllLogits), the argmax `[B]`, the NAtS state `[L, B, d]`, then the roles
 // `[L, B, KV, T]` (NAtS), the attention `[L, B, KV, T, Cap+T]` (evictors that need it) and the normed inputs

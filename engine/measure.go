@@ -293,14 +293,17 @@ func BandwidthFloor(bytes int64, bandwidth float64) float64 {
 	return float64(bytes) / bandwidth
 }
 
-// MeasureBandwidth measures the device's copy bandwidth in bytes per second: a float32 buffer of about n bytes is
-// read and written (y = x + s) iters times in a dependent chain, after a warm-up chain, best of three; every call
-// moves 2n bytes.
+// MeasureBandwidth measures the device's copy bandwidth in bytes per second: a float32 buffer is read and written
+// (y = x + s) iters times in a dependent chain, after a warm-up chain, best of three, once with about n bytes and
+// once with n/8; every call moves twice its buffer. The bandwidth is the slope between the two sizes
+// (slopeBandwidth), which leaves out what a call costs whatever its size. With one size only (n bytes over the
+// chain's time, what this returned until 2026-11-29), that per-call cost counted as copy time: on the H200 a
+// 256 MiB buffer gave 1.9e12 B/s, and full attention's decoding step on the 8B shape at batch 8 then ran faster
+// (6.10 ms) than the "floor" derived from it (6.41 ms; results/latency32k).
 func MeasureBandwidth(backend compute.Backend, n int64, iters int) (float64, error) {
 	if n < 1024 || iters < 1 {
 		return 0, fmt.Errorf("engine: MeasureBandwidth(%d bytes, %d iterations): need ≥ 1024 bytes and ≥ 1 iteration", n, iters)
 	}
-	size := int(n / 4)
 	exec, err := NewExec(backend, func(x, s *Node) (*Node, *Node) {
 		y := Add(x, s)
 		return y, Slice(y, AxisRange(0, 1))
@@ -309,13 +312,47 @@ func MeasureBandwidth(backend compute.Backend, n int64, iters int) (float64, err
 		return 0, err
 	}
 	defer exec.Finalize()
+	small, large := int64(n/8/4)*4, int64(n/4)*4
+	if small < 4 {
+		small = 4
+	}
+	tSmall, err := chainTime(exec, int(small/4), iters)
+	if err != nil {
+		return 0, err
+	}
+	tLarge, err := chainTime(exec, int(large/4), iters)
+	if err != nil {
+		return 0, err
+	}
+	return slopeBandwidth(2*small*int64(iters), 2*large*int64(iters), tSmall, tLarge)
+}
+
+// slopeBandwidth returns the bandwidth of transfers that moved bytesSmall in tSmall and bytesLarge in tLarge,
+// where each time is a fixed cost plus bytes over the bandwidth: (bytesLarge − bytesSmall) / (tLarge − tSmall).
+// When noise makes that slope meaningless (the larger transfer not slower, or a slope below what the larger transfer
+// achieved including its fixed cost) it returns bytesLarge / tLarge, the lower bound.
+func slopeBandwidth(bytesSmall, bytesLarge int64, tSmall, tLarge time.Duration) (float64, error) {
+	if tLarge <= 0 || bytesLarge <= bytesSmall {
+		return 0, errors.New("engine: bandwidth benchmark took no measurable time")
+	}
+	plain := float64(bytesLarge) / tLarge.Seconds()
+	if tLarge <= tSmall {
+		return plain, nil
+	}
+	return max(plain, float64(bytesLarge-bytesSmall)/(tLarge-tSmall).Seconds()), nil
+}
+
+// chainTime is the best of three timings of iters dependent calls of exec on a float32 buffer of size elements,
+// after a warm-up chain (compilation and the allocator's first buffers).
+func chainTime(exec *Exec, size, iters int) (time.Duration, error) {
 	x := tensors.FromShape(shapes.Make(dtypes.Float32, size))
 	s := tensors.FromScalar(float32(1))
-	run := func(k int) (time.Duration, error) {
+	defer func() { _ = x.FinalizeAll() }()
+	run := func() (time.Duration, error) {
 		start := time.Now()
 		var first *tensors.Tensor
-		used := make([]*tensors.Tensor, 0, k)
-		for i := 0; i < k; i++ {
+		used := make([]*tensors.Tensor, 0, iters)
+		for i := 0; i < iters; i++ {
 			out, err := exec.Exec(x, s)
 			if err != nil {
 				return 0, err
@@ -330,12 +367,12 @@ func MeasureBandwidth(backend compute.Backend, n int64, iters int) (float64, err
 		}
 		return d, nil
 	}
-	if _, err := run(iters); err != nil { // warm-up: compilation and the allocator's first buffers
+	if _, err := run(); err != nil {
 		return 0, fmt.Errorf("engine: bandwidth benchmark: %w", err)
 	}
 	var d time.Duration
-	for k := 0; k < 3; k++ { // best of three
-		dk, err := run(iters)
+	for k := 0; k < 3; k++ {
+		dk, err := run()
 		if err != nil {
 			return 0, fmt.Errorf("engine: bandwidth benchmark: %w", err)
 		}
@@ -343,9 +380,5 @@ func MeasureBandwidth(backend compute.Backend, n int64, iters int) (float64, err
 			d = dk
 		}
 	}
-	_ = x.FinalizeAll()
-	if d <= 0 {
-		return 0, errors.New("engine: bandwidth benchmark took no measurable time")
-	}
-	return 2 * float64(size*4) * float64(iters) / d.Seconds(), nil
+	return d, nil
 }

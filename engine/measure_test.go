@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"natsbench/kvcache"
 	"natsbench/model"
@@ -224,5 +225,31 @@ func BenchmarkDecodeStep(b *testing.B) {
 			b.ReportMetric(float64(e.Cap()), "slots")
 			b.ReportMetric(e.KVFraction(), "kv_fraction")
 		})
+	}
+}
+
+// TestSlopeBandwidth: with times that are a fixed per-call cost plus bytes over the bandwidth, the slope recovers
+// the bandwidth where bytes over time (the old measure) does not; noisy timings fall back to that lower bound.
+func TestSlopeBandwidth(t *testing.T) {
+	const bw, fixed = 4e12, time.Millisecond
+	at := func(bytes int64) time.Duration { return fixed + time.Duration(float64(bytes)/bw*1e9) }
+	small, large := int64(1e9), int64(8e9)
+	got, err := slopeBandwidth(small, large, at(small), at(large))
+	if err != nil || math.Abs(got-bw)/bw > 1e-6 {
+		t.Fatalf("slope %g B/s (%v), want %g", got, err, bw)
+	}
+	if plain := float64(large) / at(large).Seconds(); plain > 0.7*bw {
+		t.Fatalf("the fixed cost should hide a third of the bandwidth from bytes over time (%g)", plain)
+	}
+	// The larger transfer not slower: bytes over time.
+	if got, _ := slopeBandwidth(small, large, 3*time.Millisecond, 3*time.Millisecond); got != float64(large)/0.003 {
+		t.Fatalf("equal times: %g", got)
+	}
+	// A slope below what the larger transfer achieved is noise: never below bytes over time.
+	if got, _ := slopeBandwidth(small, large, 100*time.Microsecond, 4*time.Millisecond); got != float64(large)/0.004 {
+		t.Fatalf("slope below the plain rate: %g", got)
+	}
+	if _, err := slopeBandwidth(small, large, 0, 0); err == nil {
+		t.Fatal("no time measured: want an error")
 	}
 }

@@ -56,7 +56,7 @@ const (
 //
 // fusedHeadTerms and fusedMaskTerms are the s² tensors outside the carrier's blocks, which do not shrink with them.
 // They are read off XLA's buffer assignment of the whole Llama-3-8B step (32 layers, 16,384 tokens, checkpointing,
-// blocks of 1,024 rows; results/finetune_memory/probe-32layers-buffer-assignment.txt.xz), whose 90.6 GiB of
+// blocks of 1,024 rows; results/finetune_memory/probe-32layers-16k-buffer-assignment.txt.xz), whose 90.6 GiB of
 // temporaries hold, besides the blocks' float32 tensors of 2 GiB:
 //   - four compute-dtype `[heads, seq, seq]` tensors of 16 GiB: two copies of the hard mask's additive bias
 //     broadcast to the query heads (both rebuilt by XLA's own rematerialisation), the dBias that cuDNN's backward
@@ -65,12 +65,14 @@ const (
 //   - Bool hard masks `[kv_heads, seq, seq]` (2 GiB), 16 of them side by side. They are the forward pass's: GoMLX
 //     (v0.28.8) holds the fused attention's bias in the node's options, not among its inputs, so the node that
 //     checkpointing recomputes for the backward reuses the forward's bias, and XLA keeps each layer's mask to
-//     rebuild that bias (its ".remat" copy) rather than the bias itself. fusedMaskTerms = 2 is fitted, not
-//     identified: it makes the estimate meet the plan (105.9 GiB estimated, 105.6 GiB planned, of which 15.0 GiB
-//     inputs).
+//     rebuild that bias (its ".remat" copy) rather than the bias itself.
 //
-// XLA's plan is shaped by its scheduler and its own rematerialisation (the ".remat" buffers), so estimates away
-// from 16k are extrapolations. The earlier 4-layer plans (103.2 GiB at 16k, before the carrier stopped capturing
+// Both constants are fitted to that one plan, not counted: the four head-sized buffers sit in three slots (48 GiB,
+// the workspace sharing one) and the 16 masks take 32 GiB, where the formula counts 4 × 16 GiB and 2 masks; the sum
+// meets the plan (105.9 GiB estimated, 105.6 GiB planned, of which 15.0 GiB inputs). How many masks XLA keeps
+// depends on the number of layers (16 of 32 here) and on its scheduling, so other layer counts, head ratios and
+// lengths are extrapolations.
+// The earlier 4-layer plans (103.2 GiB at 16k, before the carrier stopped capturing
 // each layer's forward q, k, v and output; 61.4 GiB at 8k unblocked) do not fit one formula with this one.
 const (
 	fusedBlockF32Terms = 7
