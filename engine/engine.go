@@ -378,7 +378,7 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
 		hostStart := time.Now()
 		devCap := e.devCap
-		inPlace := e.spec.kind == kindFull && e.valid != nil
+		inPlace := e.spec.kind == kindFull // and every token of the chunk lands in the slot of its position (checked below)
 		for t := 0; t < n; t++ {
 			pos := int32(pos0 + t)
 			if err := e.place(pos, T); err != nil {

@@ -312,10 +312,7 @@ func MeasureBandwidth(backend compute.Backend, n int64, iters int) (float64, err
 		return 0, err
 	}
 	defer exec.Finalize()
-	small, large := int64(n/8/4)*4, int64(n/4)*4
-	if small < 4 {
-		small = 4
-	}
+	small, large := n/32*4, n/4*4 // whole float32 elements; n ≥ 1024, so small ≥ 128 bytes
 	tSmall, err := chainTime(exec, int(small/4), iters)
 	if err != nil {
 		return 0, err
