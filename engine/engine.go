@@ -618,14 +618,26 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 			}
 		}
 	}
-	args := make([]any, 0, 4*L+1)
+	if err := e.runCommit(e.commitExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(src, L, B, H, nc)); err != nil {
+		return err
+	}
+	e.devCap = nc
+	e.track(0)
+	return nil
+}
+
+// runCommit runs a commit graph on the committed K and V, the staged sk and sv and extra inputs, and adopts its
+// outputs (K, V and the validity of the new layout; the replaced buffers are freed at the next synchronisation):
+// positions below upto are committed, and the updates queued for the old validity are dropped.
+func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upto int32, extra ...any) error {
+	L := e.Cfg.NLayers
+	args := make([]any, 0, 4*L+len(extra))
 	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
 		for _, x := range t {
 			args = append(args, x)
 		}
 	}
-	args = append(args, tensors.FromFlatDataAndDimensions(src, L, B, H, nc))
-	out, err := e.commitExec.Exec(args...)
+	out, err := exec.Exec(append(args, extra...)...)
 	if err != nil {
 		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
 	}
@@ -635,11 +647,9 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 		e.garbage = append(e.garbage, e.valid)
 	}
 	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
-	e.devCap = nc
 	e.base = upto
 	e.needFull = false
 	clear(e.updN)
-	e.track(0)
 	return nil
 }
 
@@ -647,27 +657,11 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 // unchanged capacity: commitChunkGraph builds the gather's sources on the device, so nothing of size Cap is built
 // on the host or uploaded.
 func (e *Engine) commitChunk(sk, sv []*tensors.Tensor, base, upto int32) error {
-	L := e.Cfg.NLayers
 	defer func() { e.recN = 0 }()
-	args := make([]any, 0, 4*L+3)
-	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
-		for _, x := range t {
-			args = append(args, x)
-		}
+	if err := e.runCommit(e.commitChunkExec, sk, sv, base, upto, e.valid, base, upto-base); err != nil {
+		return err
 	}
-	args = append(args, e.valid, base, upto-base)
-	out, err := e.commitChunkExec.Exec(args...)
-	if err != nil {
-		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
-	}
-	e.garbage = append(e.garbage, e.K...)
-	e.garbage = append(e.garbage, e.V...)
-	e.garbage = append(e.garbage, e.valid)
-	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
-	e.base = upto
 	e.chunkCommits++
-	e.needFull = false
-	clear(e.updN)
 	e.track(0)
 	return nil
 }
@@ -698,24 +692,10 @@ func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
 		copy(idx[r*E:r*E+n], e.updIdx[r*E:r*E+n])
 		copy(val[r*E:r*E+n], e.updVal[r*E:r*E+n])
 	}
-	args := make([]any, 0, 4*L+4)
-	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
-		for _, x := range t {
-			args = append(args, x)
-		}
+	if err := e.runCommit(e.commitDestExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
+		tensors.FromFlatDataAndDimensions(idx, rows*E, 1), tensors.FromFlatDataAndDimensions(val, rows*E)); err != nil {
+		return err
 	}
-	args = append(args, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
-		tensors.FromFlatDataAndDimensions(idx, rows*E, 1), tensors.FromFlatDataAndDimensions(val, rows*E))
-	out, err := e.commitDestExec.Exec(args...)
-	if err != nil {
-		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
-	}
-	e.garbage = append(e.garbage, e.K...)
-	e.garbage = append(e.garbage, e.V...)
-	e.garbage = append(e.garbage, e.valid)
-	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
-	e.base = upto
-	clear(e.updN)
 	e.destCommits++
 	e.track(0)
 	return nil
