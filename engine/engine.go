@@ -63,7 +63,7 @@ type Engine struct {
 	ok                                           bool
 	spec                                         spec
 	prefillExec, probeExec, stepExec, commitExec *graph.Exec
-	commitDestExec, commitChunkExec              *graph.Exec
+	commitDestExec, commitDeltaExec              *graph.Exec
 
 	tab        table
 	batch      int
@@ -85,10 +85,20 @@ type Engine struct {
 	stagedSlots  []int32
 	recN         int
 	destCommits  int // commits that took commitDest (tests check that decoding exercises it)
-	chunkCommits int // prefill commits that took commitChunk (tests check that full attention's prefill does)
+	deltaCommits int // prefill commits that took commitDelta (tests check that prefill exercises it)
 	garbage      []*tensors.Tensor
-	peakCache    int64
-	peakTotal    int64
+	// slotPos and slotRole are the device's copy of the slot table, `[L, B, KV, Cap]` int32, during a prefill with
+	// the fast table (Full, StreamingLLM, NAtS): left by the last commitDelta; nil when the next chunk must upload
+	// the host's (the first chunk, and after a chunk that grew the cache).
+	slotPos, slotRole *tensors.Tensor
+	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed); touch[row·Cap+slot]
+	// == stamp marks a slot already listed.
+	touched    [][]int32
+	touch      []int32
+	stamp      int32
+	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
+	peakCache  int64
+	peakTotal  int64
 
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
@@ -170,7 +180,7 @@ func (e *Engine) init() error {
 	if e.commitDestExec, err = mk(e.commitDestGraph); err != nil {
 		return err
 	}
-	if e.commitChunkExec, err = mk(e.commitChunkGraph); err != nil {
+	if e.commitDeltaExec, err = mk(e.commitDeltaGraph); err != nil {
 		return err
 	}
 	e.ok = true
@@ -244,11 +254,12 @@ type PrefillResult struct {
 	// Seconds is the wall time of the prefill; HostSeconds the part spent in the host slot table.
 	Seconds, HostSeconds float64
 	// ArgsSeconds is the part spent building each chunk's arguments and moving them to the device (the tokens and,
-	// except for full attention after its first chunk, the slot table's positions and roles, `[layers, batch, KV
-	// heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch to their outputs on the host (the first
-	// also uploads the empty cache); CommitSeconds the commits of each chunk's K/V into the cache (the gather graph,
-	// and its host-built source map except for full attention's commitChunk). The rest of Seconds is resetting
-	// the cache, freeing replaced buffers and copying the logits.
+	// for the first chunk, after a chunk that grew the cache, and for H2O and TOVA always, the slot table's
+	// positions and roles, `[layers, batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch
+	// to their outputs on the host (the first also uploads the empty cache); CommitSeconds the commits of each
+	// chunk's K/V into the cache (the gather graph and its sources: the changed slots, or a host-built source map
+	// of the table's size for H2O, TOVA and a chunk that grew the cache). The rest of Seconds is resetting the
+	// cache, freeing replaced buffers and copying the logits.
 	ArgsSeconds, GraphSeconds, CommitSeconds float64
 	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
 	Chunks, Chunk int
@@ -260,13 +271,13 @@ type PrefillResult struct {
 // chunk's surviving K/V into the committed cache (growing it when the policy needs more slots). For NAtS the chunk
 // must be a multiple of the NAtS chunk size.
 //
-// Per chunk, the other policies upload the slot table (positions and roles, `[L, B, KV, Cap]` int32 each) and the
-// commit a host-built source map of the same size. For full attention, whose token t lands in slot t, the chunk
-// graph reads the validity the last commit left on the device and the commit builds its sources on the device
-// (commitChunk), so nothing of size Cap is built or uploaded after the first chunk unless the cache grows (a chunk
-// that grows it commits through the host's source map). On the H200 the table work was
-// ~0.25 s per chunk for the 8B shape at batch 8 and 32k (17.3M slots, 512 chunks of 64: 127 of the 146 s prefill;
-// results/latency32k/device-2026-11-29c.log); with commitChunk it is not yet measured.
+// With the fast table (Full, StreamingLLM, NAtS) the slot table lives on the device between chunks: the host sends
+// only the slots each row changed during the chunk (placed or freed, with their new positions and roles, O(chunk)
+// per row), and commitDelta updates the device's table and moves the K/V (commitDeltaGraph). A chunk that grows
+// the cache, and every chunk of H2O and TOVA, instead uploads the whole slot table (positions and roles, `[L, B, KV,
+// Cap]` int32 each) and commits through a host-built source map of the same size. That O(Cap) work per chunk was
+// ~0.25 s per chunk for the 8B shape at batch 8 and 32k (17.3M slots, 512 chunks of 64: 127 of the 141 s prefill;
+// results/latency32k/device-2026-11-29c.log).
 func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	if err := e.init(); err != nil {
 		return PrefillResult{}, err
@@ -322,6 +333,11 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	tokens := make([]int32, B*T)
 	roles := make([]uint8, rows)
 	var attnT [][]float32
+	delta := e.spec.kind != kindGeneric // the fast table: commitDelta
+	var evicted func(row, slot int, pos int32)
+	if delta {
+		evicted = func(row, slot int, _ int32) { e.touchSlot(row, int32(slot)) }
+	}
 	for pos0 := 0; pos0 < P; pos0 += T {
 		n := min(T, P-pos0)
 		clear(tokens)
@@ -331,13 +347,13 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		argsStart := time.Now()
 		tok := tensors.FromFlatDataAndDimensions(tokens, B, T)
 		var sPos, sRole *tensors.Tensor
-		if e.spec.kind == kindFull { // the graph reads the validity the last commit left on the device
-			if e.valid == nil {
-				e.valid = e.buildValid()
-			}
-			sPos, sRole = e.valid, tensors.FromScalar(int32(0))
+		if delta && e.slotPos != nil { // the table the last commitDelta left on the device
+			sPos, sRole = e.slotPos, e.slotRole
 		} else {
 			sPos, sRole = e.slotTensors()
+			if delta {
+				e.slotPos, e.slotRole = sPos, sRole
+			}
 		}
 		if err := e.toDevice(tok, sPos, sRole); err != nil {
 			return res, err
@@ -378,18 +394,17 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
 		hostStart := time.Now()
 		devCap := e.devCap
-		inPlace := e.spec.kind == kindFull // and every token of the chunk lands in the slot of its position (checked below)
+		if delta {
+			e.beginTouch()
+		}
 		for t := 0; t < n; t++ {
 			pos := int32(pos0 + t)
 			if err := e.place(pos, T); err != nil {
 				return res, err
 			}
-			if inPlace {
-				for _, s := range e.tab.Slots() {
-					if s != pos {
-						inPlace = false
-						break
-					}
+			if delta {
+				for r, s := range e.tab.Slots() {
+					e.touchSlot(r, s)
 				}
 			}
 			if hRoles != nil {
@@ -405,18 +420,21 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			if hRoles != nil {
 				rr = roles
 			}
-			if err := e.tab.End(pos, rr, at, nil); err != nil {
+			if err := e.tab.End(pos, rr, at, evicted); err != nil {
 				return res, err
 			}
 		}
 		hostDur += time.Since(hostStart)
 		commitStart := time.Now()
-		if inPlace && e.tab.Cap() == devCap {
-			if err := e.commitChunk(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
+		if delta && e.tab.Cap() == devCap {
+			if err := e.commitDelta(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
 				return res, err
 			}
-		} else if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
-			return res, err
+		} else {
+			if err := e.commit(kc, vc, int32(pos0), int32(pos0+n)); err != nil {
+				return res, err
+			}
+			e.dropSlots() // the table changed beyond this chunk's slots: the next chunk uploads it
 		}
 		res.CommitSeconds += time.Since(commitStart).Seconds()
 		e.state = state
@@ -488,6 +506,7 @@ func (e *Engine) reset(B, capacity int) error {
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
 	e.valid = nil
+	e.dropSlots()
 	e.pos, e.base = 0, 0
 	e.next, e.lastLogits = nil, nil
 	rows := L * B * KV
@@ -618,7 +637,7 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 			}
 		}
 	}
-	if err := e.runCommit(e.commitExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(src, L, B, H, nc)); err != nil {
+	if _, err := e.runCommit(e.commitExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(src, L, B, H, nc)); err != nil {
 		return err
 	}
 	e.devCap = nc
@@ -629,7 +648,7 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 // runCommit runs a commit graph on the committed K and V, the staged sk and sv and extra inputs, and adopts its
 // outputs (K, V and the validity of the new layout; the replaced buffers are freed at the next synchronisation):
 // positions below upto are committed, and the updates queued for the old validity are dropped.
-func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upto int32, extra ...any) error {
+func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upto int32, extra ...any) ([]*tensors.Tensor, error) {
 	L := e.Cfg.NLayers
 	args := make([]any, 0, 4*L+len(extra))
 	for _, t := range [][]*tensors.Tensor{e.K, e.V, sk, sv} {
@@ -639,7 +658,7 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 	}
 	out, err := exec.Exec(append(args, extra...)...)
 	if err != nil {
-		return fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
+		return nil, fmt.Errorf("engine: moving positions [%d, %d) into the cache: %w", base, upto, err)
 	}
 	e.garbage = append(e.garbage, e.K...)
 	e.garbage = append(e.garbage, e.V...)
@@ -650,20 +669,103 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 	e.base = upto
 	e.needFull = false
 	clear(e.updN)
+	return out, nil
+}
+
+// commitDelta is commit for a prefill chunk of the fast table at an unchanged capacity: the host sends the slots
+// each row changed during the chunk with their positions and roles after it (`[L, B, KV, E]` int32 each, E the most
+// changes of any row rounded up to a power of two), and commitDeltaGraph updates the device's slot table and builds
+// the gather's sources from it, so nothing of size Cap is built on the host or uploaded.
+func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
+	defer func() { e.recN = 0 }()
+	L, B, H, cp := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.devCap
+	rows, bh := L*B*H, B*H
+	E := 8
+	for _, t := range e.touched {
+		for E < len(t) {
+			E *= 2
+		}
+	}
+	E = min(E, cp)
+	idx, pos, role := make([]int32, rows*E), make([]int32, rows*E), make([]int32, rows*E)
+	layers := e.tab.Layers()
+	for r, t := range e.touched {
+		l, o := layers[r/bh], (r%bh)*cp
+		for i := 0; i < E; i++ {
+			k := r*E + i
+			if i >= len(t) {
+				idx[k] = -1
+				continue
+			}
+			s := int(t[i])
+			idx[k], pos[k], role[k] = int32(s), l.Pos[o+s], int32(l.Role[o+s])
+		}
+	}
+	ten := func(v []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(v, L, B, H, E) }
+	out, err := e.runCommit(e.commitDeltaExec, sk, sv, base, upto, e.slotPos, e.slotRole, ten(idx), ten(pos), ten(role), base)
+	if err != nil {
+		return err
+	}
+	e.garbage = append(e.garbage, e.slotPos, e.slotRole)
+	e.slotPos, e.slotRole = out[2*L+1], out[2*L+2]
+	e.deltaCommits++
+	e.track(0)
+	if e.checkSlots {
+		return e.compareSlots()
+	}
 	return nil
 }
 
-// commitChunk is commit for a full-attention prefill chunk whose token t sits in slot base+t of every row, at an
-// unchanged capacity: commitChunkGraph builds the gather's sources on the device, so nothing of size Cap is built
-// on the host or uploaded.
-func (e *Engine) commitChunk(sk, sv []*tensors.Tensor, base, upto int32) error {
-	defer func() { e.recN = 0 }()
-	if err := e.runCommit(e.commitChunkExec, sk, sv, base, upto, e.valid, base, upto-base); err != nil {
-		return err
+// compareSlots checks that the device's slot table equals the host's (tests, Engine.checkSlots).
+func (e *Engine) compareSlots() error {
+	hp, hr := e.slotTensors()
+	for _, c := range []struct {
+		what      string
+		dev, host *tensors.Tensor
+	}{{"positions", e.slotPos, hp}, {"roles", e.slotRole, hr}} {
+		d, h := tensors.MustCopyFlatData[int32](c.dev), tensors.MustCopyFlatData[int32](c.host)
+		for i := range h {
+			if d[i] != h[i] {
+				return fmt.Errorf("engine: after commitDelta at position %d the device's slot %s differ from the host's at flat index %d: %d, want %d",
+					e.base, c.what, i, d[i], h[i])
+			}
+		}
 	}
-	e.chunkCommits++
-	e.track(0)
 	return nil
+}
+
+// beginTouch starts listing the slots the rows change in a prefill chunk.
+func (e *Engine) beginTouch() {
+	rows := e.Cfg.NLayers * e.batch * e.Cfg.KVHeads()
+	if len(e.touched) != rows {
+		e.touched = make([][]int32, rows)
+	}
+	for r := range e.touched {
+		e.touched[r] = e.touched[r][:0]
+	}
+	e.stamp++
+}
+
+// touchSlot lists a slot a row changed in this chunk (once). After the table grew mid-chunk the marks start over
+// (that chunk commits through the host's source map, which does not read the list).
+func (e *Engine) touchSlot(row int, slot int32) {
+	cp := e.tab.Cap()
+	if n := len(e.touched) * cp; len(e.touch) != n {
+		e.touch = make([]int32, n)
+	}
+	i := row*cp + int(slot)
+	if e.touch[i] != e.stamp {
+		e.touch[i] = e.stamp
+		e.touched[row] = append(e.touched[row], slot)
+	}
+}
+
+// dropSlots forgets the device's slot table (freed at the next synchronisation).
+func (e *Engine) dropSlots() {
+	if e.slotPos != nil {
+		e.garbage = append(e.garbage, e.slotPos, e.slotRole)
+	}
+	e.slotPos, e.slotRole = nil, nil
 }
 
 // maxDestElems bounds commitDestGraph's [L, B, KV, Cap, R] slot-matching intermediate on the pure-Go backend,
@@ -692,7 +794,7 @@ func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
 		copy(idx[r*E:r*E+n], e.updIdx[r*E:r*E+n])
 		copy(val[r*E:r*E+n], e.updVal[r*E:r*E+n])
 	}
-	if err := e.runCommit(e.commitDestExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
+	if _, err := e.runCommit(e.commitDestExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
 		tensors.FromFlatDataAndDimensions(idx, rows*E, 1), tensors.FromFlatDataAndDimensions(val, rows*E)); err != nil {
 		return err
 	}

@@ -23,9 +23,8 @@ func (e *Engine) computeDType() dtypes.DType {
 
 // prefillGraph builds one prefill chunk. Inputs after the parameters: tokens `[B, T]`, pos0 (scalar: position of
 // the chunk's first token, a multiple of the NAtS chunk size), last (scalar: index of the chunk's last real
-// token), then per layer K and V `[B, KV, Cap, hd]`, then slot positions and roles `[L, B, KV, Cap]` int32 — or,
-// for full attention, the validity `[L, B, KV, Cap+R]` float32 that the last commit left on the device and an
-// unused int32 scalar (Prefill: no slot table to upload per chunk).
+// token), then per layer K and V `[B, KV, Cap, hd]`, then slot positions and roles `[L, B, KV, Cap]` int32 (after
+// the first chunk, for Full, StreamingLLM and NAtS, the ones the last commitDeltaGraph left on the device).
 // Outputs: per layer the chunk's K and V `[B, KV, T, hd]`, logits (`[B, V]` of the last real token, or
 // `[B, T, V]` with Options.AllLogits), the argmax `[B]`, the NAtS state `[L, B, d]`, then the roles
 // `[L, B, KV, T]` (NAtS), the attention `[L, B, KV, T, Cap+T]` (evictors that need it) and the normed inputs
@@ -72,11 +71,9 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 			dims := t.Shape().Dimensions
 			return Reshape(Slice(t, AxisRange(l, l+1)), dims[1:]...)
 		}
-		var sPos, sRole *Node // [B, KV, Cap]
-		if slotPos.DType() == dtypes.Int32 {
-			sPos, sRole = layerOf(slotPos), layerOf(slotRole)
-		}
-		var mc, mi *Node // cache [B,KV,T,Cap] and chunk [B,KV,T,T] visibility
+		sPos, sRole := layerOf(slotPos), layerOf(slotRole) // [B, KV, Cap]
+		// The visibility of the cache [B,KV,T,Cap] and of the chunk [B,KV,T,T] to the chunk's queries.
+		var mc, mi *Node
 		st := Zeros(g, shapes.Make(dtypes.Float32, B, d))
 		switch sp.kind {
 		case kindNAtS:
@@ -92,12 +89,7 @@ func (e *Engine) prefillGraph(params, in []*Node, probe bool) []*Node {
 			mc = And(GreaterOrEqual(InsertAxes(sPos, 2), i32(0)), vis(qp, InsertAxes(sPos, 2)))
 			mi = And(causalTT(g, T), vis(qp, Reshape(qPos, 1, 1, 1, T)))
 		default:
-			if slotPos.DType() == dtypes.Float32 { // full attention: the validity `[L, B, KV, Cap+R]` the last commit left
-				v := Slice(layerOf(slotPos), AxisRange(), AxisRange(), AxisRange(0, capacity))
-				mc = InsertAxes(GreaterThan(v, Scalar(g, dtypes.Float32, 0.5)), 2)
-			} else {
-				mc = GreaterOrEqual(InsertAxes(sPos, 2), i32(0))
-			}
+			mc = GreaterOrEqual(InsertAxes(sPos, 2), i32(0))
 			mi = causalTT(g, T)
 		}
 		mc = BroadcastToDims(mc, B, KV, T, capacity)
@@ -435,21 +427,37 @@ func (e *Engine) commitDestGraph(in []*Node) []*Node {
 	return e.commitFromSrc(Ks, Vs, Ss, SVs, src)
 }
 
-// commitChunkGraph is commitGraph for a full-attention prefill chunk whose token t sits in slot pos0+t of every
-// row, with the sources built on the device: slot s takes chunk column s−pos0 for s in [pos0, pos0+n), else itself
-// if valid, else nothing. Inputs per layer K, V `[B, KV, Cap, hd]`, per layer chunk K, V `[B, KV, T, hd]`, the
-// validity `[L, B, KV, Cap+R]` the last commit left, pos0 and n (scalars). Outputs as commitGraph.
-func (e *Engine) commitChunkGraph(in []*Node) []*Node {
+// commitDeltaGraph is commitGraph for a prefill chunk at an unchanged capacity (Full, StreamingLLM, NAtS), with the
+// sources built on the device from the slots the chunk changed. Inputs per layer K, V `[B, KV, Cap, hd]`, per layer
+// the chunk's K, V `[B, KV, T, hd]`, the slot positions and roles `[L, B, KV, Cap]` int32 the last commit left on
+// the device, the changed slots `[L, B, KV, E]` int32 (−1 pads; a slot at most once per row), their positions and
+// roles after the chunk `[L, B, KV, E]` (position −1: freed), and pos0 (scalar). A changed slot now holds a chunk
+// token (position ≥ pos0) or nothing; every other slot keeps what it held. Outputs as commitGraph, then the slot
+// positions and roles after the chunk (what the next chunk's graph reads).
+func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
 	Ks, Vs, Ss, SVs := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L]
-	valid, pos0, n := in[4*L], in[4*L+1], in[4*L+2]
-	g := valid.Graph()
+	sPos, sRole, idx, nPos, nRole, pos0 := in[4*L], in[4*L+1], in[4*L+2], in[4*L+3], in[4*L+4], in[4*L+5]
+	g := sPos.Graph()
 	capacity := Ks[0].Shape().Dimensions[2]
-	d := valid.Shape().Dimensions
-	v := Slice(valid, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, capacity))
-	self := Iota(g, shapes.Make(dtypes.Int32, d[0], d[1], d[2], capacity), 3)
-	inChunk := And(GreaterOrEqual(self, pos0), LessThan(self, Add(pos0, n)))
-	src := Where(inChunk, Add(Sub(self, pos0), Const(g, int32(capacity))),
-		Where(GreaterThan(v, Scalar(g, dtypes.Float32, 0.5)), self, AddScalar(ZerosLike(self), -1)))
-	return e.commitFromSrc(Ks, Vs, Ss, SVs, src)
+	dims := sPos.Shape().Dimensions
+	d := idx.Shape().Dimensions
+	rows, E, N := d[0]*d[1]*d[2], d[3], sPos.Shape().Size()
+	// Flat index of every change into [L·B·KV·Cap]; padding goes to one extra element, dropped after the scatter.
+	row := Iota(g, shapes.Make(dtypes.Int32, rows, E), 0)
+	at := Reshape(idx, rows, E)
+	flat := Where(GreaterOrEqual(at, ZerosLike(at)), Add(MulScalar(row, float64(capacity)), at), AddScalar(ZerosLike(at), float64(N)))
+	flat = Reshape(flat, rows*E, 1)
+	scatter := func(v *Node) *Node { // the changes' values at their slots (each slot changes at most once), 0 elsewhere
+		s := ScatterSum(Zeros(g, shapes.Make(dtypes.Int32, N+1)), flat, Reshape(v, rows*E), false, false)
+		return Reshape(Slice(s, AxisRange(0, N)), dims...)
+	}
+	changed := GreaterThan(scatter(OnesLike(nPos)), ZerosLike(sPos))
+	newPos := Where(changed, AddScalar(scatter(AddScalar(nPos, 1)), -1), sPos)
+	newRole := Where(changed, scatter(nRole), sRole)
+	none := AddScalar(ZerosLike(sPos), -1)
+	self := Iota(g, shapes.Make(dtypes.Int32, dims...), 3)
+	src := Where(changed, Where(GreaterOrEqual(newPos, ZerosLike(newPos)), AddScalar(Sub(newPos, pos0), float64(capacity)), none),
+		Where(GreaterOrEqual(sPos, ZerosLike(sPos)), self, none))
+	return append(e.commitFromSrc(Ks, Vs, Ss, SVs, src), newPos, newRole)
 }
