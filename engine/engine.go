@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -44,6 +45,10 @@ type Options struct {
 	GrowthSteps int
 	// AllLogits makes Prefill return the logits of every prompt position (tests), not only the last.
 	AllLogits bool
+	// PrecompileWorkers is the number of goroutines that compile, while a NAtS prefill runs, the graphs of the
+	// capacity buckets its cache may grow into (see precompile.go); 0 = automatic (none on the pure-Go backend,
+	// else half the CPUs, at most 8), < 0 = none.
+	PrecompileWorkers int
 }
 
 // Engine is a KV-cache inference engine for one model and one cache policy: chunked prefill of a batch of
@@ -93,12 +98,15 @@ type Engine struct {
 	slotPos, slotRole *tensors.Tensor
 	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed); touch[row·Cap+slot]
 	// == stamp marks a slot already listed.
-	touched    [][]int32
-	touch      []int32
-	stamp      int32
-	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
-	peakCache  int64
-	peakTotal  int64
+	touched     [][]int32
+	touch       []int32
+	stamp       int32
+	checkSlots  bool // tests: after every commitDelta, compare the device's slot table with the host's
+	precompiled int  // graphs handed to precompile's workers (tests)
+	// prefillBuilds counts the prefill graphs built (one per compiled shape; tests).
+	prefillBuilds atomic.Int32
+	peakCache     int64
+	peakTotal     int64
 
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
@@ -165,7 +173,10 @@ func (e *Engine) init() error {
 		}
 		return x.SetMaxCache(512), nil
 	}
-	if e.prefillExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.prefillGraph(in[:n], in[n:], false) }); err != nil {
+	if e.prefillExec, err = mk(func(in []*graph.Node) []*graph.Node {
+		e.prefillBuilds.Add(1)
+		return e.prefillGraph(in[:n], in[n:], false)
+	}); err != nil {
 		return err
 	}
 	if e.probeExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.prefillGraph(in[:n], in[n:], true) }); err != nil {
@@ -323,6 +334,8 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	if err := e.reset(B, capacity); err != nil {
 		return PrefillResult{}, err
 	}
+	// The compiles ahead end before Prefill returns, so that none runs during what the caller times next.
+	defer e.precompile(B, T, capacity, P+e.Options.MaxNewTokens)()
 	L, H, V := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.VocabSize
 	rows := L * B * H
 	res := PrefillResult{Chunk: T}

@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/graph"
+)
+
+// A cache that grows during a prefill (NAtS keeps what its roles keep, so its capacity climbs through the buckets
+// of kvcache.BucketSteps) needs a new prefill graph and new commit graphs at every bucket, compiled when the first
+// chunk at that capacity runs. On the H200 one prefill graph of the 8B-shaped model (8 layers, batch 8, chunk 64)
+// took ~12 s to compile, and NAtS's warm-up prefill at 32k spent 284 s of its 344 s in graphs and 52 s in commits
+// while its cache grew through 23 buckets to 20,480 slots (results/latency32k/device-2026-11-29e.log). GoMLX compiles
+// different shapes of one Exec concurrently, so Prefill compiles the graphs of the buckets the cache may grow
+// into ahead of time, on Options.PrecompileWorkers goroutines, smallest bucket first: the compiles run in
+// parallel with each other and with the chunks at the smaller capacities, and a chunk that needs a graph still
+// being compiled waits for it.
+
+// precompileWorkers is the number of goroutines that compile ahead (0: none).
+func (e *Engine) precompileWorkers() int {
+	switch w := e.Options.PrecompileWorkers; {
+	case w > 0:
+		return w
+	case w < 0 || e.Backend.String() == "go": // the pure-Go backend "compiles" in milliseconds
+		return 0
+	}
+	return max(1, min(8, runtime.NumCPU()/2))
+}
+
+// precompile starts compiling, for batch B and chunk T, the prefill graph of every capacity bucket above from that
+// n tokens can make the cache grow into (within Options.MemLimitBytes), the host commit that grows the cache into
+// it from the bucket below, and the commitDelta graphs at it with E = T and 2T changes per row (a chunk's
+// placements, and its placements plus as many evictions: the common cases). It returns a function that waits for
+// the compiles to end. Compile errors are dropped here: a chunk that needs the graph compiles it again and reports
+// the error.
+func (e *Engine) precompile(B, T, from, n int) (wait func()) {
+	workers := e.precompileWorkers()
+	if workers == 0 || e.spec.kind != kindNAtS {
+		return func() {}
+	}
+	var caps []int
+	for c, top := from, e.growthCap(n); c < top; {
+		if c = e.growthCap(c + 1); e.checkMem("", B, c, T) != nil {
+			break
+		}
+		caps = append(caps, c)
+	}
+	if len(caps) == 0 {
+		return func() {}
+	}
+	params := e.paramArgs()
+	ps := make([]shapes.Shape, len(params))
+	for i, p := range params {
+		ps[i] = p.(interface{ Shape() shapes.Shape }).Shape()
+	}
+	L, KV, hd := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim()
+	kv := func(n int) []shapes.Shape { // per layer K then V, [B, KV, n, hd]
+		s := make([]shapes.Shape, 2*L)
+		for i := range s {
+			s[i] = shapes.Make(e.computeDType(), B, KV, n, hd)
+		}
+		return s
+	}
+	table := func(n int) shapes.Shape { return shapes.Make(dtypes.Int32, L, B, KV, n) }
+	scalar := shapes.Make(dtypes.Int32)
+	type job struct {
+		exec *graph.Exec
+		in   []shapes.Shape
+	}
+	var jobs []job
+	add := func(x *graph.Exec, parts ...[]shapes.Shape) {
+		var in []shapes.Shape
+		for _, p := range parts {
+			in = append(in, p...)
+		}
+		jobs = append(jobs, job{x, in})
+	}
+	prev := from
+	for _, c := range caps {
+		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
+		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
+		for _, E := range []int{T, 2 * T} {
+			if E = min(max(E, 8), c); E >= 8 {
+				add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), table(E), table(E), table(E), scalar})
+			}
+		}
+		prev = c
+	}
+	ch := make(chan job)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range ch {
+				_, _ = j.exec.Compile(j.in...)
+			}
+		}()
+	}
+	go func() {
+		for _, j := range jobs {
+			ch <- j
+		}
+		close(ch)
+	}()
+	e.precompiled += len(jobs)
+	return wg.Wait
+}
