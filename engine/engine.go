@@ -49,6 +49,8 @@ type Options struct {
 	// capacity buckets its cache may grow into (see precompile.go); 0 = automatic (none on the pure-Go backend,
 	// else half the CPUs, at most 8), < 0 = none.
 	PrecompileWorkers int
+	// Progress, when set, is called by Prefill after every chunk with the prompt positions done and in all.
+	Progress func(done, total int)
 }
 
 // Engine is a KV-cache inference engine for one model and one cache policy: chunked prefill of a batch of
@@ -459,6 +461,9 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			}
 		}
 		res.Chunks++
+		if e.Options.Progress != nil {
+			e.Options.Progress(pos0+n, P)
+		}
 	}
 	// The last commit left the validity of exactly this table (every position < P placed, evictions applied, R empty
 	// staging columns) on the device, so the first decoding step needs no host rebuild of it (an O(L·B·KV·Cap)

@@ -36,7 +36,8 @@ type MeasureOptions struct {
 	// negative skips it.
 	CopyBytes int64
 	// Log, when set, gets one line per run (warm-up or timed) as it ends: its prefill seconds and decode ms per token,
-	// each split into its parts (PrefillResult, StepOut), so a long measurement shows where it is and where time goes.
+	// each split into its parts (PrefillResult, StepOut), so a long measurement shows where it is and where time goes;
+	// and during a prefill, every progressEvery, the prompt positions done.
 	Log io.Writer
 }
 
@@ -127,6 +128,9 @@ func (r Result) Rows() []Row {
 	return rows
 }
 
+// progressEvery is how often Measure's log reports a prefill's progress.
+const progressEvery = 30 * time.Second
+
 // Measure times prefill and decoding of one method at one prompt length: Warmup untimed runs, then Repeats timed
 // runs, each a Prefill of the prompt followed by DecodeTokens greedy steps (EOS ignored). It reports the median
 // and p90 over runs, the peak K/V bytes, the KV fraction and the memory-bandwidth floor of a step.
@@ -183,6 +187,15 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	goBackend := e.Backend.String() == "go"
 	var host, dev, commit, prep, outs []float64
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
+		if o.Log != nil { // a long prefill (the first compiles its graphs) says where it is every 30 s
+			start, last := time.Now(), time.Now()
+			e.Options.Progress = func(done, total int) {
+				if now := time.Now(); now.Sub(last) >= progressEvery && done < total {
+					last = now
+					fmt.Fprintf(o.Log, "      prefill: %d of %d positions after %.0f s, %d slots\n", done, total, now.Sub(start).Seconds(), e.Cap())
+				}
+			}
+		}
 		pr, err := e.Prefill(prompt, o.Chunk)
 		if err != nil {
 			return res, err

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -58,5 +59,27 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	}
 	if ahead.precompiled == 0 {
 		t.Fatal("nothing was compiled ahead")
+	}
+}
+
+// TestPrefillProgress: Options.Progress hears of every chunk, in order, ending at the prompt's length.
+func TestPrefillProgress(t *testing.T) {
+	cfg := tiny()
+	var got []int
+	e, err := New(testBackend(t), cfg, nil, nil, testParams(cfg, nil, 1), Options{Progress: func(done, total int) {
+		if total != 19 {
+			t.Errorf("Progress total %d, want the prompt's 19", total)
+		}
+		got = append(got, done)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Prefill(randTokens(rand.New(rand.NewPCG(1, 1)), 1, 19, cfg.VocabSize), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int{8, 16, 19}; len(got) != res.Chunks || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Progress heard %v over %d chunks, want %v", got, res.Chunks, want)
 	}
 }
