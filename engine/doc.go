@@ -25,8 +25,8 @@
 // One compiled step per (batch, capacity): the new token's K/V go to staging slot pos−base, attention runs over
 // the committed slots and the staging slots under a device-resident validity mask, and the step returns the greedy
 // token (plus the NAtS roles or the attention statistics the evictor needs, nothing more). The host then runs the
-// policy; the freed slots travel to the next step as a short list of validity changes (Options.MaxUpdates per
-// row; more, e.g. a NAtS Global token dropping many Local ones, upload the whole mask). No step rewrites the
+// policy; the freed slots travel to the next step as a list of validity changes (padded to a power of two; past
+// Options.MaxUpdates per row on average the step uploads the whole mask instead). No step rewrites the
 // committed buffers: every R steps, and when the capacity grows, one gather moves the surviving staged tokens into
 // their table slots (and resizes the buffers), and the same graph derives the new layout's validity mask from the
 // gather's sources, so no mask is rebuilt on the host or uploaded after a commit. At an unchanged capacity the

@@ -25,8 +25,9 @@ type Options struct {
 	// into the committed cache (one pass over the cache every R steps, so that no decoding step rewrites the
 	// large buffers). Default 32.
 	Staging int
-	// MaxUpdates is the most validity changes per (layer, batch row, KV head) sent with one decoding step; a step
-	// with more (e.g. a NAtS Global token evicting many Local ones) uploads the whole validity mask. Default 8.
+	// MaxUpdates bounds the validity changes (freed slots) sent with one decoding step, per (layer, batch row, KV
+	// head) on average: past L·B·KV·MaxUpdates queued changes the step uploads the whole validity mask instead. The
+	// list is padded to a power of two, one compiled step per size (the sizes only grow). Default 64.
 	MaxUpdates int
 	// MemLimitBytes bounds the K/V buffers (committed cache plus staging; during prefill also the chunk's K/V),
 	// in bytes; 0 means no limit. GoMLX does not report free device memory, so the caller passes the limit.
@@ -83,9 +84,12 @@ type Engine struct {
 	next       []int32
 	lastLogits *tensors.Tensor
 	needFull   bool
-	updIdx     []int32 // [rows·E] flat indices into valid
+	updIdx     []int32 // the validity changes queued for the next step: flat indices into valid
 	updVal     []float32
-	updN       []int32 // per row
+	updCap     int // the update list's padded length (a power of two; it only grows, so that the shapes settle)
+	newIdx     []int32
+	newVal     []float32
+	fullMasks  int // steps that uploaded the whole validity mask (tests)
 	// stagedSlots[i·rows + r] is the slot row r gave the token staged at index i (position base + i) during
 	// decoding; recN counts the indices recorded since the last commit (−1: a gap, so the next commit takes the
 	// host path).
@@ -150,8 +154,8 @@ func (e *Engine) init() error {
 	if e.Options.Staging <= 0 {
 		e.Options.Staging = 32
 	}
-	if e.Options.MaxUpdates < 2 {
-		e.Options.MaxUpdates = 8
+	if e.Options.MaxUpdates < 1 {
+		e.Options.MaxUpdates = 64
 	}
 	if e.Options.GrowthSteps == 0 {
 		e.Options.GrowthSteps = 4
@@ -528,8 +532,7 @@ func (e *Engine) reset(B, capacity int) error {
 	e.pos, e.base = 0, 0
 	e.next, e.lastLogits = nil, nil
 	rows := L * B * KV
-	E := e.Options.MaxUpdates
-	e.updIdx, e.updVal, e.updN = make([]int32, rows*E), make([]float32, rows*E), make([]int32, rows)
+	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
 	e.stagedSlots, e.recN = make([]int32, rows*R), 0
 	e.needFull = true
 	e.peakCache, e.peakTotal = 0, 0
@@ -686,7 +689,7 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
 	e.base = upto
 	e.needFull = false
-	clear(e.updN)
+	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
 	return out, nil
 }
 
@@ -795,7 +798,7 @@ const maxDestElems = 1 << 24
 // placed), the validity the last step left and the updates queued since; a staged token evicted meanwhile is dead
 // in that validity and moves nowhere, even when a later staged token took its slot.
 func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
-	L, B, H, R, E := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.Options.Staging, e.Options.MaxUpdates
+	L, B, H, R := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.Options.Staging
 	rows := L * B * H
 	dest := make([]int32, rows*R) // [L, B, KV, R]
 	for r := 0; r < rows; r++ {
@@ -806,14 +809,9 @@ func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
 			}
 		}
 	}
-	idx, val := make([]int32, rows*E), make([]float32, rows*E) // the queued updates only
-	for r := 0; r < rows; r++ {
-		n := int(e.updN[r])
-		copy(idx[r*E:r*E+n], e.updIdx[r*E:r*E+n])
-		copy(val[r*E:r*E+n], e.updVal[r*E:r*E+n])
-	}
+	ui, uv := e.updates(nil) // the queued updates only
 	if _, err := e.runCommit(e.commitDestExec, sk, sv, base, upto, tensors.FromFlatDataAndDimensions(dest, L, B, H, R), e.valid,
-		tensors.FromFlatDataAndDimensions(idx, rows*E, 1), tensors.FromFlatDataAndDimensions(val, rows*E)); err != nil {
+		ui, uv); err != nil {
 		return err
 	}
 	e.destCommits++
@@ -864,14 +862,28 @@ func (e *Engine) onEvict(row, slot int, pos int32) {
 	if pos >= e.base {
 		idx = row*w + e.devCap + int(pos-e.base)
 	}
-	E := int32(e.Options.MaxUpdates)
-	n := e.updN[row]
-	if n >= E-1 { // keep one entry for the next token
+	if len(e.updIdx) >= e.Cfg.NLayers*e.batch*e.Cfg.KVHeads()*e.Options.MaxUpdates {
 		e.needFull = true
+		e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
 		return
 	}
-	e.updIdx[int32(row)*E+n], e.updVal[int32(row)*E+n] = int32(idx), -1
-	e.updN[row] = n + 1
+	e.updIdx, e.updVal = append(e.updIdx, int32(idx)), append(e.updVal, -1)
+}
+
+// updates returns the queued validity changes followed by more (flat index, value) pairs as the graphs take them,
+// `[U, 1]` int32 and `[U]` float32, padded with zero changes (index 0, value 0) to U = updCap, a power of two ≥ 16
+// raised to fit.
+func (e *Engine) updates(more []int32, moreVal ...float32) (idx, val *tensors.Tensor) {
+	n := len(e.updIdx) + len(more)
+	for e.updCap < max(n, 16) {
+		e.updCap = max(16, 2*e.updCap)
+	}
+	ix, vs := make([]int32, e.updCap), make([]float32, e.updCap)
+	copy(ix, e.updIdx)
+	copy(ix[len(e.updIdx):], more)
+	copy(vs, e.updVal)
+	copy(vs[len(e.updVal):], moreVal)
+	return tensors.FromFlatDataAndDimensions(ix, e.updCap, 1), tensors.FromFlatDataAndDimensions(vs, e.updCap)
 }
 
 // StepOut is the result of one decoding step.
@@ -950,24 +962,23 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		e.recN = -1
 	}
 	prepStart := time.Now()
-	E := e.Options.MaxUpdates
 	w := e.devCap + R
-	if e.needFull {
+	var ui, uv *tensors.Tensor
+	if e.needFull { // the mask built on the host already marks the new token
+		e.fullMasks++
 		e.valid = e.buildValid()
-		clear(e.updIdx)
-		clear(e.updVal)
-	} else {
-		for r := 0; r < rows; r++ {
-			n := int(e.updN[r])
-			e.updIdx[r*E+n], e.updVal[r*E+n] = int32(r*w+e.devCap+int(ridx)), 1
-			for k := n + 1; k < E; k++ {
-				e.updIdx[r*E+k], e.updVal[r*E+k] = 0, 0
-			}
+		e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+		ui, uv = e.updates(nil)
+	} else { // the queued evictions, then every row's new token in its staging column
+		if len(e.newIdx) != rows {
+			e.newIdx, e.newVal = make([]int32, rows), make([]float32, rows)
 		}
+		for r := range e.newIdx {
+			e.newIdx[r], e.newVal[r] = int32(r*w+e.devCap+int(ridx)), 1
+		}
+		ui, uv = e.updates(e.newIdx, e.newVal...)
 	}
 	tok := tensors.FromFlatDataAndDimensions(slices.Clone(tokens), B)
-	ui := tensors.FromFlatDataAndDimensions(slices.Clone(e.updIdx), rows*E, 1)
-	uv := tensors.FromFlatDataAndDimensions(slices.Clone(e.updVal), rows*E)
 	if err := e.toDevice(tok, ui, uv, e.valid); err != nil {
 		return StepOut{}, err
 	}
@@ -1020,7 +1031,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	outDur := time.Since(outStart)
 	hostStart = time.Now()
 	e.needFull = false
-	clear(e.updN)
+	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
 	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
 		return StepOut{}, err
 	}

@@ -198,39 +198,49 @@ func TestDecodeStepsEqualForward(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, err := New(backend, cfg, m.masker, m.evictor, params, Options{Staging: 3, MaxUpdates: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			chunk := m.chunks[len(m.chunks)-1]
-			if _, err := e.Prefill([][]int32{seq[0][:P]}, chunk); err != nil {
-				t.Fatal(err)
-			}
-			V := cfg.VocabSize
-			commits := 0
-			for i := P; i < P+N; i++ {
-				so, err := e.Step([]int32{seq[0][i]})
+			// MaxUpdates 1: the steps often queue more than one change per row and upload the whole mask instead;
+			// 64: the queued changes always travel as a list.
+			for _, maxUpd := range []int{1, 64} {
+				e, err := New(backend, cfg, m.masker, m.evictor, params, Options{Staging: 3, MaxUpdates: maxUpd})
 				if err != nil {
 					t.Fatal(err)
 				}
-				if so.CommitSeconds < 0 || so.CommitSeconds > so.Seconds {
-					t.Fatalf("position %d: commit %g s of a %g s step", i, so.CommitSeconds, so.Seconds)
+				chunk := m.chunks[len(m.chunks)-1]
+				if _, err := e.Prefill([][]int32{seq[0][:P]}, chunk); err != nil {
+					t.Fatal(err)
 				}
-				if so.CommitSeconds > 0 {
-					commits++
+				V := cfg.VocabSize
+				commits := 0
+				for i := P; i < P+N; i++ {
+					so, err := e.Step([]int32{seq[0][i]})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if so.CommitSeconds < 0 || so.CommitSeconds > so.Seconds {
+						t.Fatalf("position %d: commit %g s of a %g s step", i, so.CommitSeconds, so.Seconds)
+					}
+					if so.CommitSeconds > 0 {
+						commits++
+					}
+					if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
+						t.Fatalf("position %d: max |Δlogit| = %g", i, d)
+					}
 				}
-				if d := maxDiff(so.Logits, logits[i*V:(i+1)*V]); d > 1e-4 {
-					t.Fatalf("position %d: max |Δlogit| = %g", i, d)
+				if commits < N/3-1 { // staging of 3 slots: a commit every 3 steps
+					t.Fatalf("%d of %d steps report commit time, want about every third", commits, N)
 				}
+				if e.destCommits == 0 && (m.name == "full" || m.name == "streamingllm") {
+					t.Fatalf("no commit took the device-side path (commitDest): the test does not exercise it")
+				}
+				t.Logf("%d commits, %d on the device-side path; %d steps uploaded the whole mask", commits, e.destCommits, e.fullMasks)
+				if maxUpd == 64 && e.fullMasks > 0 {
+					t.Fatalf("MaxUpdates 64: %d steps uploaded the whole mask", e.fullMasks)
+				}
+				if maxUpd == 1 && strings.HasPrefix(m.name, "nats") && e.fullMasks == 0 { // a Global token frees its row's Local ones
+					t.Fatalf("MaxUpdates 1: no step uploaded the whole mask: the test does not exercise it")
+				}
+				checkTable(t, e, m.evictor)
 			}
-			if commits < N/3-1 { // staging of 3 slots: a commit every 3 steps
-				t.Fatalf("%d of %d steps report commit time, want about every third", commits, N)
-			}
-			if e.destCommits == 0 && (m.name == "full" || m.name == "streamingllm") {
-				t.Fatalf("no commit took the device-side path (commitDest): the test does not exercise it")
-			}
-			t.Logf("%d commits, %d on the device-side path", commits, e.destCommits)
-			checkTable(t, e, m.evictor)
 		})
 	}
 }
