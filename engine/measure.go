@@ -32,7 +32,7 @@ type MeasureOptions struct {
 	// Seed picks the random prompt tokens; Prompt, when set, is used instead (Batch rows of PromptLen tokens).
 	Seed   uint64
 	Prompt [][]int32
-	// CopyBytes is the buffer size of the bandwidth benchmark (default 256 MiB, 16 MiB on the pure-Go backend);
+	// CopyBytes is the buffer size of the bandwidth benchmark (default 512 MiB, 16 MiB on the pure-Go backend);
 	// negative skips it.
 	CopyBytes int64
 	// Log, when set, gets one line per run (warm-up or timed) as it ends: its prefill seconds and decode ms per token,
@@ -254,12 +254,12 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	if o.CopyBytes >= 0 {
 		n := o.CopyBytes
 		if n == 0 {
-			n = 256 << 20
+			n = 512 << 20
 			if goBackend {
 				n = 16 << 20
 			}
 		}
-		bw, err := MeasureBandwidth(e.Backend, n, 10)
+		bw, err := MeasureBandwidth(e.Backend, n, bandwidthIters)
 		if err != nil {
 			return res, err
 		}
@@ -306,8 +306,14 @@ func BandwidthFloor(bytes int64, bandwidth float64) float64 {
 	return float64(bytes) / bandwidth
 }
 
+// bandwidthIters is the chain length of Measure's bandwidth benchmark. With 256 MiB and 10 calls (about 1.5 ms of
+// copying on the H200) three runs in two device calls measured 3.8e12, 2.4e12 and 3.0e12 B/s (session 9; the
+// README's engine section): the slope between two short chains is noisy. With 512 MiB
+// and 16 calls a chain copies ~17 GB; the chain holds its inputs until it ends (8 GiB at 512 MiB).
+const bandwidthIters = 16
+
 // MeasureBandwidth measures the device's copy bandwidth in bytes per second: a float32 buffer is read and written
-// (y = x + s) iters times in a dependent chain, after a warm-up chain, best of three, once with about n bytes and
+// (y = x + s) iters times in a dependent chain, after a warm-up chain, best of five, once with about n bytes and
 // once with n/8; every call moves twice its buffer. The bandwidth is the slope between the two sizes
 // (slopeBandwidth), which leaves out what a call costs whatever its size. With one size only (n bytes over the
 // chain's time, what this returned until 2026-11-29), that per-call cost counted as copy time: on the H200 a
@@ -352,7 +358,7 @@ func slopeBandwidth(bytesSmall, bytesLarge int64, tSmall, tLarge time.Duration) 
 	return max(plain, float64(bytesLarge-bytesSmall)/(tLarge-tSmall).Seconds()), nil
 }
 
-// chainTime is the best of three timings of iters dependent calls of exec on a float32 buffer of size elements,
+// chainTime is the best of five timings of iters dependent calls of exec on a float32 buffer of size elements,
 // after a warm-up chain (compilation and the allocator's first buffers).
 func chainTime(exec *Exec, size, iters int) (time.Duration, error) {
 	x := tensors.FromShape(shapes.Make(dtypes.Float32, size))
@@ -381,7 +387,7 @@ func chainTime(exec *Exec, size, iters int) (time.Duration, error) {
 		return 0, fmt.Errorf("engine: bandwidth benchmark: %w", err)
 	}
 	var d time.Duration
-	for k := 0; k < 3; k++ {
+	for k := 0; k < 5; k++ {
 		dk, err := run()
 		if err != nil {
 			return 0, fmt.Errorf("engine: bandwidth benchmark: %w", err)
