@@ -206,6 +206,10 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			rows = append(rows, row)
 			dev = fmt.Sprintf(", GPU memory used %.2f GiB", float64(used)/(1<<30))
 		}
+		if res.BandwidthBytesPerSecond > 0 {
+			dev += fmt.Sprintf(", copy bandwidth %.3g B/s (floor of kept K/V + weights %.2f ms, of the buffers + weights %.2f)",
+				res.BandwidthBytesPerSecond, res.FloorMs, res.BufferFloorMs)
+		}
 		row := info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1)
 		row.Time = now
 		rows = append(rows, row)
