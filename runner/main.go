@@ -27,14 +27,19 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() { // the first Ctrl-C cancels the running run gracefully; a second one kills the process
-		<-ctx.Done()
-		stop()
+	// The first Ctrl-C (or SIGTERM) cancels the running run gracefully; a second one kills the process. (Cancelling
+	// at a normal exit must not print the notice, as signal.NotifyContext's ctx.Done could not tell apart.)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sig
+		signal.Stop(sig) // the default action again: the next signal kills
+		cancel()
 		fmt.Fprintln(os.Stderr, "\nrunner: interrupting (the run resumes on the next launch); Ctrl-C again to kill")
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil)
-	stop()
+	cancel()
 	os.Exit(code)
 }
 
