@@ -104,15 +104,20 @@ type Engine struct {
 	slotPos, slotRole *tensors.Tensor
 	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed); touch[row·Cap+slot]
 	// == stamp marks a slot already listed.
-	touched     [][]int32
-	touch       []int32
-	stamp       int32
-	checkSlots  bool // tests: after every commitDelta, compare the device's slot table with the host's
-	precompiled int  // graphs handed to precompile's workers (tests)
-	// prefillBuilds counts the prefill graphs built (one per compiled shape; tests).
-	prefillBuilds atomic.Int32
-	peakCache     int64
-	peakTotal     int64
+	touched    [][]int32
+	touch      []int32
+	stamp      int32
+	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
+	// precompiledFor marks the (batch, chunk) pairs whose graphs precompile has queued; precompiled counts the
+	// compiles its workers started, compiling those running (tests).
+	precompiledFor         map[[2]int]bool
+	precompiled, compiling atomic.Int32
+	drainPrecompile        bool          // tests: Prefill waits for every compile ahead, not only those started
+	precompileDelay        time.Duration // tests: each compile ahead starts this much later
+	// prefillBuilds, commitBuilds and deltaBuilds count the graphs built (one per compiled shape; tests).
+	prefillBuilds, commitBuilds, deltaBuilds atomic.Int32
+	peakCache                                int64
+	peakTotal                                int64
 
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
@@ -191,13 +196,13 @@ func (e *Engine) init() error {
 	if e.stepExec, err = mk(func(in []*graph.Node) []*graph.Node { return e.stepGraph(in[:n], in[n:]) }); err != nil {
 		return err
 	}
-	if e.commitExec, err = mk(e.commitGraph); err != nil {
+	if e.commitExec, err = mk(func(in []*graph.Node) []*graph.Node { e.commitBuilds.Add(1); return e.commitGraph(in) }); err != nil {
 		return err
 	}
 	if e.commitDestExec, err = mk(e.commitDestGraph); err != nil {
 		return err
 	}
-	if e.commitDeltaExec, err = mk(e.commitDeltaGraph); err != nil {
+	if e.commitDeltaExec, err = mk(func(in []*graph.Node) []*graph.Node { e.deltaBuilds.Add(1); return e.commitDeltaGraph(in) }); err != nil {
 		return err
 	}
 	e.ok = true
@@ -340,7 +345,7 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 	if err := e.reset(B, capacity); err != nil {
 		return PrefillResult{}, err
 	}
-	// The compiles ahead end before Prefill returns, so that none runs during what the caller times next.
+	// No compile ahead outlives Prefill, so that none runs during what the caller times next.
 	defer e.precompile(B, T, capacity, P+e.Options.MaxNewTokens)()
 	L, H, V := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.VocabSize
 	rows := L * B * H
@@ -469,6 +474,7 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			e.Options.Progress(pos0+n, P)
 		}
 	}
+	e.dropSlots() // decoding does not read the device's slot table
 	// The last commit left the validity of exactly this table (every position < P placed, evictions applied, R empty
 	// staging columns) on the device, so the first decoding step needs no host rebuild of it (an O(L·B·KV·Cap)
 	// build and upload: 69 MB at 32k, batch 8). On the H200 the step's argument part, which timed that build but not
@@ -694,35 +700,33 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 }
 
 // commitDelta is commit for a prefill chunk of the fast table at an unchanged capacity: the host sends the slots
-// each row changed during the chunk with their positions and roles after it (`[L, B, KV, E]` int32 each, E the most
-// changes of any row rounded up to a power of two), and commitDeltaGraph updates the device's slot table and builds
-// the gather's sources from it, so nothing of size Cap is built on the host or uploaded.
+// the rows changed during the chunk as one list of flat slot indices into `[L, B, KV, Cap]` with their positions
+// and roles after it (int32 each, padded to a power of two, deltaLen), and commitDeltaGraph updates the device's
+// slot table and builds the gather's sources from it, so nothing of size Cap is built on the host or uploaded.
 func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
 	defer func() { e.recN = 0 }()
 	L, B, H, cp := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.devCap
-	rows, bh := L*B*H, B*H
-	E := 8
+	bh := B * H
+	n := 0
 	for _, t := range e.touched {
-		for E < len(t) {
-			E *= 2
-		}
+		n += len(t)
 	}
-	E = min(E, cp)
-	idx, pos, role := make([]int32, rows*E), make([]int32, rows*E), make([]int32, rows*E)
+	U := deltaLen(n)
+	N := int32(L * bh * cp)
+	idx, pos, role := make([]int32, U), make([]int32, U), make([]int32, U)
 	layers := e.tab.Layers()
+	k := 0
 	for r, t := range e.touched {
 		l, o := layers[r/bh], (r%bh)*cp
-		for i := 0; i < E; i++ {
-			k := r*E + i
-			if i >= len(t) {
-				idx[k] = -1
-				continue
-			}
-			s := int(t[i])
-			idx[k], pos[k], role[k] = int32(s), l.Pos[o+s], int32(l.Role[o+s])
+		for _, s := range t {
+			idx[k], pos[k], role[k] = int32(r*cp)+s, l.Pos[o+int(s)], int32(l.Role[o+int(s)])
+			k++
 		}
 	}
-	ten := func(v []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(v, L, B, H, E) }
+	for ; k < U; k++ {
+		idx[k] = N // the graph's spare element
+	}
+	ten := func(v []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(v, U) }
 	out, err := e.runCommit(e.commitDeltaExec, sk, sv, base, upto, e.slotPos, e.slotRole, ten(idx), ten(pos), ten(role), base)
 	if err != nil {
 		return err
@@ -735,6 +739,16 @@ func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
 		return e.compareSlots()
 	}
 	return nil
+}
+
+// deltaLen is the length of commitDelta's list for n changes: the power of two ≥ max(n, 64), so that a prefill
+// meets few list lengths (each is a compiled commit per capacity).
+func deltaLen(n int) int {
+	U := 64
+	for U < n {
+		U *= 2
+	}
+	return U
 }
 
 // compareSlots checks that the device's slot table equals the host's (tests, Engine.checkSlots).
@@ -871,14 +885,18 @@ func (e *Engine) onEvict(row, slot int, pos int32) {
 }
 
 // updates returns the queued validity changes followed by more (flat index, value) pairs as the graphs take them,
-// `[U, 1]` int32 and `[U]` float32, padded with zero changes (index 0, value 0) to U = updCap, a power of two ≥ 16
-// raised to fit.
+// `[U, 1]` int32 and `[U]` float32, padded to U = updCap (a power of two ≥ 16 raised to fit) with zero changes at
+// distinct indices (adds of 0 to one element would queue up on a GPU).
 func (e *Engine) updates(more []int32, moreVal ...float32) (idx, val *tensors.Tensor) {
 	n := len(e.updIdx) + len(more)
 	for e.updCap < max(n, 16) {
 		e.updCap = max(16, 2*e.updCap)
 	}
 	ix, vs := make([]int32, e.updCap), make([]float32, e.updCap)
+	size := e.Cfg.NLayers * e.batch * e.Cfg.KVHeads() * (e.devCap + e.Options.Staging) // of the validity
+	for k := n; k < len(ix); k++ {
+		ix[k] = int32(k % size)
+	}
 	copy(ix, e.updIdx)
 	copy(ix[len(e.updIdx):], more)
 	copy(vs, e.updVal)

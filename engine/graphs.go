@@ -430,10 +430,10 @@ func (e *Engine) commitDestGraph(in []*Node) []*Node {
 // commitDeltaGraph is commitGraph for a prefill chunk at an unchanged capacity (Full, StreamingLLM, NAtS), with the
 // sources built on the device from the slots the chunk changed. Inputs per layer K, V `[B, KV, Cap, hd]`, per layer
 // the chunk's K, V `[B, KV, T, hd]`, the slot positions and roles `[L, B, KV, Cap]` int32 the last commit left on
-// the device, the changed slots `[L, B, KV, E]` int32 (−1 pads; a slot at most once per row), their positions and
-// roles after the chunk `[L, B, KV, E]` (position −1: freed), and pos0 (scalar). A changed slot now holds a chunk
-// token (position ≥ pos0) or nothing; every other slot keeps what it held. Outputs as commitGraph, then the slot
-// positions and roles after the chunk (what the next chunk's graph reads).
+// the device, the changed slots as flat indices into them `[U]` int32 (each at most once; padding points at a
+// spare element past the end), their positions and roles after the chunk `[U]` (position −1: freed), and pos0
+// (scalar). A changed slot now holds a chunk token (position ≥ pos0) or nothing; every other slot keeps what it
+// held. Outputs as commitGraph, then the slot positions and roles after the chunk (what the next chunk reads).
 func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
 	Ks, Vs, Ss, SVs := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L]
@@ -441,15 +441,10 @@ func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	g := sPos.Graph()
 	capacity := Ks[0].Shape().Dimensions[2]
 	dims := sPos.Shape().Dimensions
-	d := idx.Shape().Dimensions
-	rows, E, N := d[0]*d[1]*d[2], d[3], sPos.Shape().Size()
-	// Flat index of every change into [L·B·KV·Cap]; padding goes to one extra element, dropped after the scatter.
-	row := Iota(g, shapes.Make(dtypes.Int32, rows, E), 0)
-	at := Reshape(idx, rows, E)
-	flat := Where(GreaterOrEqual(at, ZerosLike(at)), Add(MulScalar(row, float64(capacity)), at), AddScalar(ZerosLike(at), float64(N)))
-	flat = Reshape(flat, rows*E, 1)
-	scatter := func(v *Node) *Node { // the changes' values at their slots (each slot changes at most once), 0 elsewhere
-		s := ScatterSum(Zeros(g, shapes.Make(dtypes.Int32, N+1)), flat, Reshape(v, rows*E), false, false)
+	N, U := sPos.Shape().Size(), idx.Shape().Size()
+	at := Reshape(idx, U, 1)
+	scatter := func(v *Node) *Node { // the changes' values at their slots, 0 elsewhere
+		s := ScatterSum(Zeros(g, shapes.Make(dtypes.Int32, N+1)), at, v, false, false)
 		return Reshape(Slice(s, AxisRange(0, N)), dims...)
 	}
 	changed := GreaterThan(scatter(OnesLike(nPos)), ZerosLike(sPos))

@@ -185,6 +185,21 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	res := Result{Method: o.Method, Backend: e.Backend.String(), PromptLen: o.PromptLen, Batch: o.Batch, Chunk: o.Chunk,
 		DecodeTokens: o.DecodeTokens, Repeats: o.Repeats}
 	goBackend := e.Backend.String() == "go"
+	// The bandwidth first, before this measurement allocates its cache (the benchmark's chain holds 16 buffers).
+	var bw float64
+	if o.CopyBytes >= 0 {
+		n := o.CopyBytes
+		if n == 0 {
+			n = 512 << 20
+			if goBackend {
+				n = 16 << 20
+			}
+		}
+		var err error
+		if bw, err = MeasureBandwidth(e.Backend, n, bandwidthIters); err != nil {
+			return res, err
+		}
+	}
 	var host, dev, commit, prep, outs []float64
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
 		if o.Log != nil { // a long prefill (the first compiles its graphs) says where it is every 30 s
@@ -251,18 +266,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	for _, s := range e.Params.Specs {
 		res.ParamBytes += int64(s.Size()) * e.elemBytes()
 	}
-	if o.CopyBytes >= 0 {
-		n := o.CopyBytes
-		if n == 0 {
-			n = 512 << 20
-			if goBackend {
-				n = 16 << 20
-			}
-		}
-		bw, err := MeasureBandwidth(e.Backend, n, bandwidthIters)
-		if err != nil {
-			return res, err
-		}
+	if bw > 0 {
 		res.BandwidthBytesPerSecond = bw
 		res.FloorMs = 1e3 * BandwidthFloor(res.KeptKVBytes+res.ParamBytes, bw)
 		res.BufferFloorMs = 1e3 * BandwidthFloor(res.KVBytesPerStep+res.ParamBytes, bw)

@@ -3,6 +3,7 @@ package engine
 import (
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
@@ -32,15 +33,21 @@ func (e *Engine) precompileWorkers() int {
 
 // precompile starts compiling, for batch B and chunk T, the prefill graph of every capacity bucket above from that
 // n tokens can make the cache grow into (within Options.MemLimitBytes), the host commit that grows the cache into
-// it from the bucket below, and the commitDelta graphs at it with E = T and 2T changes per row (a chunk's
-// placements, and its placements plus as many evictions: the common cases). It returns a function that waits for
-// the compiles to end. Compile errors are dropped here: a chunk that needs the graph compiles it again and reports
-// the error.
-func (e *Engine) precompile(B, T, from, n int) (wait func()) {
+// it from the bucket below, and commitDelta at it with the lists of rows·T and 2·rows·T changes (a chunk's
+// placements, and as many evictions besides: the common cases). It does so once per engine, batch and chunk (a
+// later prefill, e.g. a timed run after a warm-up, starts none). The returned stop function drops the compiles not
+// yet started (buckets this prefill did not reach) and waits for those in flight, at most one per worker. A
+// compile that fails here fails the chunk that waits for it with the same error.
+func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	workers := e.precompileWorkers()
-	if workers == 0 || e.spec.kind != kindNAtS {
+	key := [2]int{B, T}
+	if workers == 0 || e.spec.kind != kindNAtS || e.precompiledFor[key] {
 		return func() {}
 	}
+	if e.precompiledFor == nil {
+		e.precompiledFor = map[[2]int]bool{}
+	}
+	e.precompiledFor[key] = true
 	var caps []int
 	for c, top := from, e.growthCap(n); c < top; {
 		if c = e.growthCap(c + 1); e.checkMem("", B, c, T) != nil {
@@ -57,6 +64,7 @@ func (e *Engine) precompile(B, T, from, n int) (wait func()) {
 		ps[i] = p.(interface{ Shape() shapes.Shape }).Shape()
 	}
 	L, KV, hd := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim()
+	rows := L * B * KV
 	kv := func(n int) []shapes.Shape { // per layer K then V, [B, KV, n, hd]
 		s := make([]shapes.Shape, 2*L)
 		for i := range s {
@@ -65,6 +73,7 @@ func (e *Engine) precompile(B, T, from, n int) (wait func()) {
 		return s
 	}
 	table := func(n int) shapes.Shape { return shapes.Make(dtypes.Int32, L, B, KV, n) }
+	list := func(n int) shapes.Shape { return shapes.Make(dtypes.Int32, n) }
 	scalar := shapes.Make(dtypes.Int32)
 	type job struct {
 		exec *graph.Exec
@@ -82,30 +91,41 @@ func (e *Engine) precompile(B, T, from, n int) (wait func()) {
 	for _, c := range caps {
 		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
 		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
-		for _, E := range []int{T, 2 * T} {
-			if E = min(max(E, 8), c); E >= 8 {
-				add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), table(E), table(E), table(E), scalar})
-			}
+		for _, U := range []int{deltaLen(rows * T), deltaLen(2 * rows * T)} {
+			add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), list(U), list(U), list(U), scalar})
 		}
 		prev = c
 	}
 	ch := make(chan job)
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range ch {
+				e.compiling.Add(1)
+				time.Sleep(e.precompileDelay)
 				_, _ = j.exec.Compile(j.in...)
+				e.compiling.Add(-1)
 			}
 		}()
 	}
 	go func() {
+		defer close(ch)
 		for _, j := range jobs {
-			ch <- j
+			select {
+			case ch <- j:
+				e.precompiled.Add(1)
+			case <-done:
+				return
+			}
 		}
-		close(ch)
 	}()
-	e.precompiled += len(jobs)
-	return wg.Wait
+	return func() {
+		if !e.drainPrecompile {
+			close(done)
+		}
+		wg.Wait()
+	}
 }

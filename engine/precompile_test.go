@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"natsbench/kvcache"
 	"natsbench/nats"
@@ -12,8 +13,10 @@ import (
 
 // TestPrecompileMatchesPrefill: a NAtS prefill whose cache grows through several buckets gives the same logits with
 // graphs compiled ahead as without, and the graphs compiled ahead are the ones its chunks run: the prefill builds
-// one graph for its first capacity and one per bucket up to the prompt's bound, and no other (a shape that differed
-// from what a chunk passes would make the chunk build its own).
+// one prefill graph for its first capacity and one per bucket up to the prompt's bound, one growth commit per
+// bucket and at most two commitDelta lists per capacity, and no other (a shape that differed from what a chunk
+// passes would make the chunk build its own); no compile is running when Prefill returns; a second prefill on the
+// same engine compiles nothing ahead.
 func TestPrecompileMatchesPrefill(t *testing.T) {
 	cfg := tiny()
 	cfg.MaxSeqLen = 256
@@ -22,22 +25,29 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	params := testParams(cfg, m.masker, 7)
 	const P, chunk = 200, 8
 	prompt := randTokens(rand.New(rand.NewPCG(3, 9)), 2, P, cfg.VocabSize)
-	run := func(workers int) (*Engine, PrefillResult) {
+	run := func(e *Engine) PrefillResult {
+		res, err := e.Prefill(prompt, chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := e.compiling.Load(); n != 0 {
+			t.Fatalf("%d compiles ahead still running when Prefill returned", n)
+		}
+		return res
+	}
+	engine := func(workers int) *Engine {
 		e, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true, PrecompileWorkers: workers})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.checkSlots = true
-		res, err := e.Prefill(prompt, chunk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e, res
+		return e
 	}
-	plain, want := run(-1)
-	ahead, got := run(3)
-	if plain.precompiled != 0 {
-		t.Fatalf("PrecompileWorkers < 0 compiled %d graphs ahead", plain.precompiled)
+	plain, ahead := engine(-1), engine(3)
+	ahead.drainPrecompile = true // every bucket's graphs get compiled, reached or not: the counts below are exact
+	want, got := run(plain), run(ahead)
+	if n := plain.precompiled.Load(); n != 0 {
+		t.Fatalf("PrecompileWorkers < 0 compiled %d graphs ahead", n)
 	}
 	if plain.Cap() <= kvcache.Bucket(0) || plain.prefillBuilds.Load() < 3 {
 		t.Fatalf("the cache grew to %d slots through %d prefill graphs: the test needs a cache that grows through several buckets",
@@ -46,19 +56,37 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	if d := maxDiff(got.Logits, want.Logits); d > 1e-6 {
 		t.Fatalf("logits with graphs compiled ahead differ by %g", d)
 	}
-	if got.Next == nil || ahead.Cap() != plain.Cap() {
+	if ahead.Cap() != plain.Cap() {
 		t.Fatalf("capacity %d with graphs compiled ahead, %d without", ahead.Cap(), plain.Cap())
 	}
 	buckets := 0 // the buckets above the first capacity up to the bound, as precompile lists them
 	for c := kvcache.Bucket(0); c < kvcache.BucketSteps(P, 4); c = kvcache.BucketSteps(c+1, 4) {
 		buckets++
 	}
+	if n := int(ahead.precompiled.Load()); n != 4*buckets {
+		t.Fatalf("%d compiles ahead started, want 4 per bucket (%d buckets)", n, buckets)
+	}
 	if b := int(ahead.prefillBuilds.Load()); b != 1+buckets {
 		t.Fatalf("%d prefill graphs built with %d buckets compiled ahead, want %d (the first capacity's and the buckets'): a chunk built a graph the precompile did not",
 			b, buckets, 1+buckets)
 	}
-	if ahead.precompiled == 0 {
-		t.Fatal("nothing was compiled ahead")
+	if b := int(ahead.commitBuilds.Load()); b != buckets {
+		t.Fatalf("%d growth commits built, want the %d compiled ahead", b, buckets)
+	}
+	if b := int(ahead.deltaBuilds.Load()); b > 2*(buckets+1) {
+		t.Fatalf("%d commitDelta graphs built, want at most 2 per capacity (%d): a chunk built one the precompile did not", b, 2*(buckets+1))
+	}
+	before := ahead.precompiled.Load()
+	run(ahead)
+	if n := ahead.precompiled.Load(); n != before {
+		t.Fatalf("the second prefill compiled %d more graphs ahead", n-before)
+	}
+	// Without draining, the compiles not started when the prefill ends are dropped (and none runs after it: run's
+	// check); the result is the same.
+	quick := engine(1)
+	quick.precompileDelay = 20 * time.Millisecond // compiles slower than chunks: some are in flight at the end
+	if d := maxDiff(run(quick).Logits, want.Logits); d > 1e-6 {
+		t.Fatalf("logits differ by %g when the compiles ahead are cut short", d)
 	}
 }
 
@@ -81,5 +109,43 @@ func TestPrefillProgress(t *testing.T) {
 	}
 	if want := []int{8, 16, 19}; len(got) != res.Chunks || fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("Progress heard %v over %d chunks, want %v", got, res.Chunks, want)
+	}
+}
+
+// TestPrefillAgain: a second prefill on the same engine (another prompt, same shapes) gives what a fresh engine
+// gives, for every policy: nothing of the first prefill's device slot table or update lists carries over.
+func TestPrefillAgain(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	for _, m := range methods(t) {
+		t.Run(m.name, func(t *testing.T) {
+			params := testParams(cfg, m.masker, 5)
+			r := rand.New(rand.NewPCG(4, 4))
+			first, second := randTokens(r, 2, 19, cfg.VocabSize), randTokens(r, 2, 19, cfg.VocabSize)
+			chunk := m.chunks[len(m.chunks)-1]
+			prefill := func(e *Engine, prompt [][]int32) []float32 {
+				e.checkSlots = true
+				res, err := e.Prefill(prompt, chunk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.Decode(3); err != nil {
+					t.Fatal(err)
+				}
+				return res.Logits
+			}
+			mk := func() *Engine {
+				e, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true, Staging: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return e
+			}
+			reused := mk()
+			prefill(reused, first)
+			if d := maxDiff(prefill(reused, second), prefill(mk(), second)); d > 1e-6 {
+				t.Fatalf("a second prefill on the same engine differs from a fresh engine's by %g", d)
+			}
+		})
 	}
 }
