@@ -102,11 +102,8 @@ type Engine struct {
 	// the fast table (Full, StreamingLLM, NAtS): left by the last commitDelta; nil when the next chunk must upload
 	// the host's (the first chunk, and after a chunk that grew the cache).
 	slotPos, slotRole *tensors.Tensor
-	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed); touch[row·Cap+slot]
-	// == stamp marks a slot already listed.
+	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed; a slot may repeat).
 	touched    [][]int32
-	touch      []int32
-	stamp      int32
 	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
 	// precompiledFor marks the (batch, chunk) pairs whose graphs precompile has queued; precompiled counts the
 	// compiles its workers started, compiling those running (tests).
@@ -701,8 +698,9 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 
 // commitDelta is commit for a prefill chunk of the fast table at an unchanged capacity: the host sends the slots
 // the rows changed during the chunk as one list of flat slot indices into `[L, B, KV, Cap]` with their positions
-// and roles after it (int32 each, padded to a power of two, deltaLen), and commitDeltaGraph updates the device's
-// slot table and builds the gather's sources from it, so nothing of size Cap is built on the host or uploaded.
+// and roles after it (int32 each, padded to a power of two, deltaLen; a slot listed twice has the same values
+// twice), and commitDeltaGraph updates the device's slot table and builds the gather's sources from it, so nothing
+// of size Cap is built on the host or uploaded.
 func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
 	defer func() { e.recN = 0 }()
 	L, B, H, cp := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.devCap
@@ -778,22 +776,13 @@ func (e *Engine) beginTouch() {
 	for r := range e.touched {
 		e.touched[r] = e.touched[r][:0]
 	}
-	e.stamp++
 }
 
-// touchSlot lists a slot a row changed in this chunk (once). After the table grew mid-chunk the marks start over
-// (that chunk commits through the host's source map, which does not read the list).
-func (e *Engine) touchSlot(row int, slot int32) {
-	cp := e.tab.Cap()
-	if n := len(e.touched) * cp; len(e.touch) != n {
-		e.touch = make([]int32, n)
-	}
-	i := row*cp + int(slot)
-	if e.touch[i] != e.stamp {
-		e.touch[i] = e.stamp
-		e.touched[row] = append(e.touched[row], slot)
-	}
-}
+// touchSlot lists a slot a row changed in this chunk. A slot may be listed more than once (placed, freed and placed
+// again): commitDelta sends each listing with the slot's final position and role, and its graph takes the maximum
+// of equal values. Removing the repeats on the host (a mark per slot, or a sort per row and chunk) cost as much as
+// the table's own work per token (BenchmarkPrefillHostTable).
+func (e *Engine) touchSlot(row int, slot int32) { e.touched[row] = append(e.touched[row], slot) }
 
 // dropSlots forgets the device's slot table (freed at the next synchronisation).
 func (e *Engine) dropSlots() {

@@ -430,9 +430,9 @@ func (e *Engine) commitDestGraph(in []*Node) []*Node {
 // commitDeltaGraph is commitGraph for a prefill chunk at an unchanged capacity (Full, StreamingLLM, NAtS), with the
 // sources built on the device from the slots the chunk changed. Inputs per layer K, V `[B, KV, Cap, hd]`, per layer
 // the chunk's K, V `[B, KV, T, hd]`, the slot positions and roles `[L, B, KV, Cap]` int32 the last commit left on
-// the device, the changed slots as flat indices into them `[U]` int32 (each at most once; padding points at a
-// spare element past the end), their positions and roles after the chunk `[U]` (position −1: freed), and pos0
-// (scalar). A changed slot now holds a chunk token (position ≥ pos0) or nothing; every other slot keeps what it
+// the device, the changed slots as flat indices into them `[U]` int32 (a slot may repeat, with the same values;
+// padding points at a spare element past the end), their positions and roles after the chunk `[U]` (position −1:
+// freed), and pos0 (scalar). A changed slot now holds a chunk token (position ≥ pos0) or nothing; every other slot keeps what it
 // held. Outputs as commitGraph, then the slot positions and roles after the chunk (what the next chunk reads).
 func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
@@ -443,8 +443,8 @@ func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	dims := sPos.Shape().Dimensions
 	N, U := sPos.Shape().Size(), idx.Shape().Size()
 	at := Reshape(idx, U, 1)
-	scatter := func(v *Node) *Node { // the changes' values at their slots, 0 elsewhere
-		s := ScatterSum(Zeros(g, shapes.Make(dtypes.Int32, N+1)), at, v, false, false)
+	scatter := func(v *Node) *Node { // the changes' values (≥ 0; repeats are equal) at their slots, 0 elsewhere
+		s := ScatterMax(Zeros(g, shapes.Make(dtypes.Int32, N+1)), at, v, false, false)
 		return Reshape(Slice(s, AxisRange(0, N)), dims...)
 	}
 	changed := GreaterThan(scatter(OnesLike(nPos)), ZerosLike(sPos))

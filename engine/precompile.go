@@ -33,8 +33,8 @@ func (e *Engine) precompileWorkers() int {
 
 // precompile starts compiling, for batch B and chunk T, the prefill graph of every capacity bucket above from that
 // n tokens can make the cache grow into (within Options.MemLimitBytes), the host commit that grows the cache into
-// it from the bucket below, and commitDelta at it with the lists of rows·T and 2·rows·T changes (a chunk's
-// placements, and as many evictions besides: the common cases). It does so once per engine, batch and chunk (a
+// it from the bucket below, and commitDelta at it with lists of rows·T, 2·rows·T and 4·rows·T changes (a chunk's
+// placements, and as many evictions besides, or more: the common cases). It does so once per engine, batch and chunk (a
 // later prefill, e.g. a timed run after a warm-up, starts none). The returned stop function drops the compiles not
 // yet started (buckets this prefill did not reach) and waits for those in flight, at most one per worker. A
 // compile that fails here fails the chunk that waits for it with the same error.
@@ -91,7 +91,7 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	for _, c := range caps {
 		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
 		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
-		for _, U := range []int{deltaLen(rows * T), deltaLen(2 * rows * T)} {
+		for _, U := range []int{deltaLen(rows * T), deltaLen(2 * rows * T), deltaLen(4 * rows * T)} {
 			add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), list(U), list(U), list(U), scalar})
 		}
 		prev = c

@@ -129,7 +129,7 @@ func (t *fastTable) Place(pos int32) error {
 		t.slots[r] = s
 		l := t.layers[r/bh]
 		i := (r%bh)*cp + int(s)
-		l.Pos[i], l.Role[i], l.Acc[i], l.Last[i] = pos, uint8(kvcache.Pending), 0, 0
+		l.Pos[i], l.Role[i] = pos, uint8(kvcache.Pending) // Acc and Last stay 0: no fast-table policy reads them
 	}
 	return nil
 }
