@@ -1190,6 +1190,15 @@ func (e *Engine) MaxRowTokens() int {
 	return e.tab.PeakOccupied()
 }
 
+// MaxRow is the (layer, batch row, KV head) that first held MaxRowTokens slots (zeros before a Prefill).
+func (e *Engine) MaxRow() (layer, b, head int) {
+	if e.tab == nil {
+		return 0, 0, 0
+	}
+	r, KV := e.tab.PeakRow(), e.Cfg.KVHeads()
+	return r / (e.batch * KV), r / KV % e.batch, r % KV
+}
+
 // RoleRates returns the NAtS role decisions per layer since the last Prefill began (the first chunk, forced
 // Global, left out): what the scorers decided on this input, to compare with a calibration's target rates. Nil
 // for other policies.

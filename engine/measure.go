@@ -61,6 +61,7 @@ type Result struct {
 	KVFraction, KVTokens             float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
 	Cap                              int         // final slots per (layer, row, KV head)
 	MaxRowTokens                     int         // most slots any (layer, row, KV head) held at once in the last run (what sets the capacity)
+	MaxRow                           [3]int      // that (layer, batch row, KV head)
 	RoleRates                        []RoleRates // NAtS decisions per layer in the last run (prompt and decoded tokens); nil for other policies
 	KVBytesPerStep                   int64       // K/V bytes a decoding step reads (the whole buffers: capacity + staging)
 	KeptKVBytes                      int64       // K/V bytes of the kept tokens only
@@ -259,6 +260,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 	res.PeakCacheBytes, res.PeakChunkBytes = e.PeakCacheBytes()
 	res.KVFraction, res.KVTokens = e.KVFraction(), e.KVTokens()
 	res.Cap, res.MaxRowTokens = e.Cap(), e.MaxRowTokens()
+	res.MaxRow[0], res.MaxRow[1], res.MaxRow[2] = e.MaxRow()
 	res.RoleRates = e.RoleRates()
 	res.KVBytesPerStep = e.CacheBytes()
 	rows := float64(e.Cfg.NLayers * e.batch * e.Cfg.KVHeads())

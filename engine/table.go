@@ -34,6 +34,8 @@ type table interface {
 	// PeakOccupied is the most slots any row has held at once since the table was made (right after a Place,
 	// before the policy's evictions): the occupancy that sets the capacity.
 	PeakOccupied() int
+	// PeakRow is the row that first held PeakOccupied slots.
+	PeakRow() int
 }
 
 // newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS (growing
@@ -76,6 +78,7 @@ type fastTable struct {
 	slots  []int32
 	steps  int // capacity buckets per doubling (kvcache.BucketSteps); 0 or 1 = powers of two
 	peak   int // PeakOccupied
+	peakAt int // PeakRow
 	// decided counts the NAtS decisions per layer and kvcache.Role (Global, Local, Window) since the table was made,
 	// the forced-Global first chunk left out (as CalibrateRoles counts them).
 	decided [][3]int64
@@ -104,6 +107,7 @@ func (t *fastTable) Layers() []*kvcache.Layer { return t.layers }
 func (t *fastTable) Slots() []int32           { return t.slots }
 func (t *fastTable) Occupied(row int) int     { return t.Cap() - len(t.rows[row].free) }
 func (t *fastTable) PeakOccupied() int        { return t.peak }
+func (t *fastTable) PeakRow() int             { return t.peakAt }
 
 func (t *fastTable) NextCap() int {
 	for r := range t.rows {
@@ -124,7 +128,9 @@ func (t *fastTable) Place(pos int32) error {
 	cp := t.Cap()
 	bh := t.b * t.h
 	for r := range t.rows {
-		t.peak = max(t.peak, cp-len(t.rows[r].free)+1)
+		if n := cp - len(t.rows[r].free) + 1; n > t.peak {
+			t.peak, t.peakAt = n, r
+		}
 		s := heapPop(&t.rows[r].free)
 		t.slots[r] = s
 		l := t.layers[r/bh]
@@ -297,6 +303,7 @@ func heapPop(h *[]int32) int32 {
 // state before End: O(Cap) per token and row, like the evictors it serves.
 type genericTable struct {
 	peak  int // PeakOccupied
+	at    int // PeakRow
 	c     *kvcache.Cache
 	b, h  int
 	slots []int32
@@ -323,13 +330,16 @@ func (t *genericTable) Place(pos int32) error {
 		return err
 	}
 	copy(t.slots, s)
-	for _, n := range t.c.Occupancy() { // per row, counted by Begin
-		t.peak = max(t.peak, int(n))
+	for r, n := range t.c.Occupancy() { // per row, counted by Begin
+		if int(n) > t.peak {
+			t.peak, t.at = int(n), r
+		}
 	}
 	return nil
 }
 
 func (t *genericTable) PeakOccupied() int { return t.peak }
+func (t *genericTable) PeakRow() int      { return t.at }
 
 func (t *genericTable) End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error {
 	st := t.c.Stats()

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"natsbench/kvcache"
+	"natsbench/model"
 	"natsbench/policy"
 )
 
@@ -118,6 +119,39 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 					t.Fatalf("capacity %d for %d tokens: freed slots were not reused", ft.Cap(), n)
 				}
 			})
+		}
+	}
+}
+
+// TestPeakRow: the fullest row is named, and Engine.MaxRow turns it into (layer, batch row, KV head): NAtS with one
+// row deciding Global every time (it keeps everything) and the others Window.
+func TestPeakRow(t *testing.T) {
+	const L, B, H = 3, 2, 4
+	rows := L * B * H
+	for _, want := range []int{0, 13, rows - 1} {
+		tab := newFastTable(spec{kind: kindNAtS, window: 2, chunk: 1, needs: kvcache.Roles}, L, B, H, 16)
+		roles := make([]uint8, rows)
+		for r := range roles {
+			roles[r] = uint8(kvcache.Window)
+		}
+		roles[want] = uint8(kvcache.Global)
+		for pos := int32(0); pos < 40; pos++ {
+			if err := tab.Place(pos); errors.Is(err, kvcache.ErrFull) {
+				tab.Grow(tab.NextCap())
+				err = tab.Place(pos)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if err := tab.End(pos, roles, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tab.PeakOccupied() != 40 || tab.PeakRow() != want {
+			t.Fatalf("peak %d slots in row %d, want 40 in row %d", tab.PeakOccupied(), tab.PeakRow(), want)
+		}
+		e := &Engine{Cfg: model.Config{NLayers: L, NHeads: H, NKVHeads: H}, batch: B, tab: tab}
+		if l, b, h := e.MaxRow(); (l*B+b)*H+h != want || l >= L || b >= B || h >= H {
+			t.Fatalf("MaxRow = layer %d, b %d, head %d, want row %d", l, b, h, want)
 		}
 	}
 }

@@ -213,8 +213,9 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		row := info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1)
 		row.Time = now
 		rows = append(rows, row)
-		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d)%s\n",
-			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens, dev)
+		fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: prefill %.1f ms, decode %.2f ms/token, kv fraction %.3f, %d slots (fullest row %d: layer %d, batch row %d, KV head %d)%s\n",
+			short(info.key), n, res.PrefillMedian*1000, res.DecodeMedian, res.KVFraction, res.Cap, res.MaxRowTokens,
+			res.MaxRow[0], res.MaxRow[1], res.MaxRow[2], dev)
 		if rr := res.RoleRates; len(rr) > 0 {
 			// What the scorers decided on this prompt (with random weights: against the calibration's target).
 			parts := make([]string, len(rr))
