@@ -107,7 +107,8 @@ type Engine struct {
 	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
 	// precompiledFor marks the (batch, chunk) pairs whose graphs precompile has queued; precompiled counts the
 	// compiles its workers started, compiling those running (tests).
-	precompiledFor         map[[2]int]bool
+	precompiledTo          map[[2]int]int  // per (batch, chunk), the largest capacity whose graphs were queued
+	deltaShapes            map[[2]int]bool // tests, when not nil: the (capacity, list length) of every commitDelta
 	precompiled, compiling atomic.Int32
 	drainPrecompile        bool          // tests: Prefill waits for every compile ahead, not only those started
 	precompileDelay        time.Duration // tests: each compile ahead starts this much later
@@ -703,26 +704,11 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 // of size Cap is built on the host or uploaded.
 func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
 	defer func() { e.recN = 0 }()
-	L, B, H, cp := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads(), e.devCap
-	bh := B * H
-	n := 0
-	for _, t := range e.touched {
-		n += len(t)
-	}
-	U := deltaLen(n)
-	N := int32(L * bh * cp)
-	idx, pos, role := make([]int32, U), make([]int32, U), make([]int32, U)
-	layers := e.tab.Layers()
-	k := 0
-	for r, t := range e.touched {
-		l, o := layers[r/bh], (r%bh)*cp
-		for _, s := range t {
-			idx[k], pos[k], role[k] = int32(r*cp)+s, l.Pos[o+int(s)], int32(l.Role[o+int(s)])
-			k++
-		}
-	}
-	for ; k < U; k++ {
-		idx[k] = N // the graph's spare element
+	L := e.Cfg.NLayers
+	idx, pos, role := e.deltaList()
+	U := len(idx)
+	if e.deltaShapes != nil {
+		e.deltaShapes[[2]int{e.devCap, U}] = true
 	}
 	ten := func(v []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(v, U) }
 	out, err := e.runCommit(e.commitDeltaExec, sk, sv, base, upto, e.slotPos, e.slotRole, ten(idx), ten(pos), ten(role), base)
@@ -737,6 +723,31 @@ func (e *Engine) commitDelta(sk, sv []*tensors.Tensor, base, upto int32) error {
 		return e.compareSlots()
 	}
 	return nil
+}
+
+// deltaList is commitDelta's list: every listed slot's flat index into `[L, B, KV, Cap]`, position and role as the
+// table now holds them, padded to deltaLen with the spare index L·B·KV·Cap.
+func (e *Engine) deltaList() (idx, pos, role []int32) {
+	cp, bh := e.devCap, e.batch*e.Cfg.KVHeads()
+	n := 0
+	for _, t := range e.touched {
+		n += len(t)
+	}
+	U := deltaLen(n)
+	idx, pos, role = make([]int32, U), make([]int32, U), make([]int32, U)
+	layers := e.tab.Layers()
+	k := 0
+	for r, t := range e.touched {
+		l, o := layers[r/bh], (r%bh)*cp
+		for _, s := range t {
+			idx[k], pos[k], role[k] = int32(r*cp)+s, l.Pos[o+int(s)], int32(l.Role[o+int(s)])
+			k++
+		}
+	}
+	for ; k < U; k++ {
+		idx[k] = int32(len(e.touched) * cp) // the graph's spare element
+	}
+	return idx, pos, role
 }
 
 // deltaLen is the length of commitDelta's list for n changes: the power of two ≥ max(n, 64), so that a prefill

@@ -20,6 +20,16 @@ import (
 // parallel with each other and with the chunks at the smaller capacities, and a chunk that needs a graph still
 // being compiled waits for it.
 
+// growthCapBelow is the bucket the cache grows into c from: the largest bucket below c reached by growth from
+// from (from itself when c is its next bucket).
+func (e *Engine) growthCapBelow(c, from int) int {
+	prev := from
+	for b := from; b < c; b = e.growthCap(b + 1) {
+		prev = b
+	}
+	return prev
+}
+
 // precompileWorkers is the number of goroutines that compile ahead (0: none).
 func (e *Engine) precompileWorkers() int {
 	switch w := e.Options.PrecompileWorkers; {
@@ -33,31 +43,33 @@ func (e *Engine) precompileWorkers() int {
 
 // precompile starts compiling, for batch B and chunk T, the prefill graph of every capacity bucket above from that
 // n tokens can make the cache grow into (within Options.MemLimitBytes), the host commit that grows the cache into
-// it from the bucket below, and commitDelta at it with lists of rows·T, 2·rows·T and 4·rows·T changes (a chunk's
-// placements, and as many evictions besides, or more: the common cases). It does so once per engine, batch and chunk (a
-// later prefill, e.g. a timed run after a warm-up, starts none). The returned stop function drops the compiles not
+// it from the bucket below, and commitDelta at it with lists of 2·rows·T and 4·rows·T changes (a NAtS chunk lists
+// its placements and about as many evictions). Per engine, batch and chunk it queues each bucket once: a later
+// prefill (a timed run after a warm-up) queues only buckets above those queued before (a longer prompt). The returned stop function drops the compiles not
 // yet started (buckets this prefill did not reach) and waits for those in flight, at most one per worker. A
 // compile that fails here fails the chunk that waits for it with the same error.
 func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	workers := e.precompileWorkers()
-	key := [2]int{B, T}
-	if workers == 0 || e.spec.kind != kindNAtS || e.precompiledFor[key] {
+	if workers == 0 || e.spec.kind != kindNAtS {
 		return func() {}
 	}
-	if e.precompiledFor == nil {
-		e.precompiledFor = map[[2]int]bool{}
+	if e.precompiledTo == nil {
+		e.precompiledTo = map[[2]int]int{}
 	}
-	e.precompiledFor[key] = true
+	key := [2]int{B, T}
 	var caps []int
 	for c, top := from, e.growthCap(n); c < top; {
 		if c = e.growthCap(c + 1); e.checkMem("", B, c, T) != nil {
 			break
 		}
-		caps = append(caps, c)
+		if c > e.precompiledTo[key] {
+			caps = append(caps, c)
+		}
 	}
 	if len(caps) == 0 {
 		return func() {}
 	}
+	e.precompiledTo[key] = caps[len(caps)-1]
 	params := e.paramArgs()
 	ps := make([]shapes.Shape, len(params))
 	for i, p := range params {
@@ -87,11 +99,11 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 		}
 		jobs = append(jobs, job{x, in})
 	}
-	prev := from
+	prev := e.growthCapBelow(caps[0], from)
 	for _, c := range caps {
 		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
 		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
-		for _, U := range []int{deltaLen(rows * T), deltaLen(2 * rows * T), deltaLen(4 * rows * T)} {
+		for _, U := range []int{deltaLen(2 * rows * T), deltaLen(4 * rows * T)} {
 			add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), list(U), list(U), list(U), scalar})
 		}
 		prev = c
@@ -104,6 +116,12 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 		go func() {
 			defer wg.Done()
 			for j := range ch {
+				select {
+				case <-done: // stopped while this job was being handed over
+					continue
+				default:
+				}
+				e.precompiled.Add(1)
 				e.compiling.Add(1)
 				time.Sleep(e.precompileDelay)
 				_, _ = j.exec.Compile(j.in...)
@@ -116,7 +134,6 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 		for _, j := range jobs {
 			select {
 			case ch <- j:
-				e.precompiled.Add(1)
 			case <-done:
 				return
 			}

@@ -14,18 +14,20 @@ import (
 // TestPrecompileMatchesPrefill: a NAtS prefill whose cache grows through several buckets gives the same logits with
 // graphs compiled ahead as without, and the graphs compiled ahead are the ones its chunks run: the prefill builds
 // one prefill graph for its first capacity and one per bucket up to the prompt's bound, one growth commit per
-// bucket and at most two commitDelta lists per capacity, and no other (a shape that differed from what a chunk
-// passes would make the chunk build its own); no compile is running when Prefill returns; a second prefill on the
-// same engine compiles nothing ahead.
+// bucket, and commitDelta graphs for the two list lengths per bucket compiled ahead plus one per (capacity, length)
+// a chunk used that was not among them; nothing else (a shape that differed from what a chunk passes would make the
+// chunk build its own). No compile is running when Prefill returns; a second prefill on the same engine queues
+// nothing, a longer one only the buckets above; a prefill that ends first drops the compiles not yet started.
 func TestPrecompileMatchesPrefill(t *testing.T) {
 	cfg := tiny()
-	cfg.MaxSeqLen = 256
+	cfg.MaxSeqLen = 512
 	backend := testBackend(t)
 	m := method{"nats-token", mustNAtS(t, nats.Config{Window: 3, Chunk: 1, GlobalBonus: 0.1}), policy.NAtS{Window: 3, Chunk: 1}, nil}
 	params := testParams(cfg, m.masker, 7)
 	const P, chunk = 200, 8
-	prompt := randTokens(rand.New(rand.NewPCG(3, 9)), 2, P, cfg.VocabSize)
-	run := func(e *Engine) PrefillResult {
+	r := rand.New(rand.NewPCG(3, 9))
+	prompt, long := randTokens(r, 2, P, cfg.VocabSize), randTokens(r, 2, 400, cfg.VocabSize)
+	run := func(e *Engine, prompt [][]int32) PrefillResult {
 		res, err := e.Prefill(prompt, chunk)
 		if err != nil {
 			t.Fatal(err)
@@ -41,11 +43,12 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.checkSlots = true
+		e.deltaShapes = map[[2]int]bool{}
 		return e
 	}
 	plain, ahead := engine(-1), engine(3)
 	ahead.drainPrecompile = true // every bucket's graphs get compiled, reached or not: the counts below are exact
-	want, got := run(plain), run(ahead)
+	want, got := run(plain, prompt), run(ahead, prompt)
 	if n := plain.precompiled.Load(); n != 0 {
 		t.Fatalf("PrecompileWorkers < 0 compiled %d graphs ahead", n)
 	}
@@ -59,12 +62,13 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	if ahead.Cap() != plain.Cap() {
 		t.Fatalf("capacity %d with graphs compiled ahead, %d without", ahead.Cap(), plain.Cap())
 	}
+	first := kvcache.Bucket(0)
 	buckets := 0 // the buckets above the first capacity up to the bound, as precompile lists them
-	for c := kvcache.Bucket(0); c < kvcache.BucketSteps(P, 4); c = kvcache.BucketSteps(c+1, 4) {
+	for c := first; c < kvcache.BucketSteps(P, 4); c = kvcache.BucketSteps(c+1, 4) {
 		buckets++
 	}
-	if n := int(ahead.precompiled.Load()); n != 5*buckets {
-		t.Fatalf("%d compiles ahead started, want 5 per bucket (%d buckets)", n, buckets)
+	if n := int(ahead.precompiled.Load()); n != 4*buckets {
+		t.Fatalf("%d compiles ahead started, want 4 per bucket (%d buckets)", n, buckets)
 	}
 	if b := int(ahead.prefillBuilds.Load()); b != 1+buckets {
 		t.Fatalf("%d prefill graphs built with %d buckets compiled ahead, want %d (the first capacity's and the buckets'): a chunk built a graph the precompile did not",
@@ -73,20 +77,39 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	if b := int(ahead.commitBuilds.Load()); b != buckets {
 		t.Fatalf("%d growth commits built, want the %d compiled ahead", b, buckets)
 	}
-	if b := int(ahead.deltaBuilds.Load()); b > 3*(buckets+1) {
-		t.Fatalf("%d commitDelta graphs built, want at most 3 per capacity (%d): a chunk built one the precompile did not", b, 3*(buckets+1))
+	rows := cfg.NLayers * len(prompt) * cfg.KVHeads()
+	own := 0 // (capacity, length) pairs the chunks used that were not compiled ahead
+	for k := range ahead.deltaShapes {
+		if k[0] == first || (k[1] != deltaLen(2*rows*chunk) && k[1] != deltaLen(4*rows*chunk)) {
+			own++
+		}
+	}
+	if b := int(ahead.deltaBuilds.Load()); b != 2*buckets+own {
+		t.Fatalf("%d commitDelta graphs built, want %d: 2 per bucket compiled ahead and the %d the chunks needed besides (used: %v)",
+			b, 2*buckets+own, own, ahead.deltaShapes)
 	}
 	before := ahead.precompiled.Load()
-	run(ahead)
+	run(ahead, prompt)
 	if n := ahead.precompiled.Load(); n != before {
 		t.Fatalf("the second prefill compiled %d more graphs ahead", n-before)
+	}
+	run(ahead, long) // a longer prompt: the buckets above the first prompt's bound only
+	above := 0
+	for c := kvcache.BucketSteps(P, 4); c < kvcache.BucketSteps(400, 4); c = kvcache.BucketSteps(c+1, 4) {
+		above++
+	}
+	if n := ahead.precompiled.Load() - before; int(n) != 4*above {
+		t.Fatalf("a longer prompt compiled %d graphs ahead, want 4 for each of the %d buckets above the first one's", n, above)
 	}
 	// Without draining, the compiles not started when the prefill ends are dropped (and none runs after it: run's
 	// check); the result is the same.
 	quick := engine(1)
-	quick.precompileDelay = 20 * time.Millisecond // compiles slower than chunks: some are in flight at the end
-	if d := maxDiff(run(quick).Logits, want.Logits); d > 1e-6 {
+	quick.precompileDelay = 50 * time.Millisecond // compiles far slower than chunks: most are not started at the end
+	if d := maxDiff(run(quick, prompt).Logits, want.Logits); d > 1e-6 {
 		t.Fatalf("logits differ by %g when the compiles ahead are cut short", d)
+	}
+	if n := int(quick.precompiled.Load()); n >= 4*buckets {
+		t.Fatalf("all %d compiles ahead started though the prefill ended first", n)
 	}
 }
 

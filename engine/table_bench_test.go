@@ -11,11 +11,12 @@ import (
 // BenchmarkPrefillHostTable times the host's share of a NAtS prefill per token: the fast table's Place and End for
 // every (layer, batch row, KV head) — 8 layers, batch 16 and 8 KV heads (1,024 rows, as the 8B-shaped latency run
 // at batch 16) with roles drawn at pg19 λ = 5e-7's rates — alone ("table"), and with the bookkeeping of the slots
-// each chunk of 64 changes, which commitDelta sends ("table+touch"). On the H200 machine that share was 14.1 s of
+// each chunk of 64 changes and the list commitDelta builds from it at the chunk's end ("table+touch"). On the H200 machine that share was 14.1 s of
 // NAtS's 32.5 s prefill at batch 16 and 32k (results/latency32k/device-2026-11-29h.log): ~0.42 µs per row and token.
-// Measured here (2 cores, 2026-11-29, -benchtime 20000x, 3 runs each, side by side): table 145–149 ns per row and
-// token and table+touch 198–205 with the binaries of those runs (Place also zeroed H2O's and TOVA's Acc and Last;
-// a mark per slot removed repeated listings); table 117–119 and table+touch 124–129 now.
+// Measured here (2 cores, 2026-11-29, -benchtime 20000x, 3 runs each): with the code of those runs (Place also
+// zeroed H2O's and TOVA's Acc and Last; a mark per slot kept the list free of repeats), table 145–149 ns per row
+// and token and table+touch 198–205 without building the list; now table 118–128 and table+touch 152–157 with it
+// (128 list entries per row and chunk, padding included).
 //
 //	go test -run '^$' -bench PrefillHostTable -benchtime 20000x ./engine
 func BenchmarkPrefillHostTable(b *testing.B) {
@@ -49,10 +50,16 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 					}
 				}
 			}
+			listed := 0
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				pos := int32(i)
 				if touch && i%T == 0 {
+					if i > 0 { // what commitDelta builds on the host at a chunk's end
+						e.devCap = tab.Cap()
+						idx, _, _ := e.deltaList()
+						listed += len(idx)
+					}
 					e.beginTouch()
 				}
 				if err := tab.Place(pos); err != nil {
@@ -72,6 +79,9 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/row-token")
 			b.ReportMetric(float64(tab.Cap()), "slots")
+			if touch {
+				b.ReportMetric(float64(listed)/float64(b.N/T*rows), "list/row-chunk")
+			}
 		})
 	}
 }
