@@ -432,8 +432,9 @@ func (e *Engine) commitDestGraph(in []*Node) []*Node {
 // the chunk's K, V `[B, KV, T, hd]`, the slot positions and roles `[L, B, KV, Cap]` int32 the last commit left on
 // the device, the changed slots as flat indices into them `[U]` int32 (a slot may repeat, with the same values;
 // padding points at a spare element past the end), their positions and roles after the chunk `[U]` (position −1:
-// freed), and pos0 (scalar). A changed slot now holds a chunk token (position ≥ pos0) or nothing; every other slot keeps what it
-// held. Outputs as commitGraph, then the slot positions and roles after the chunk (what the next chunk reads).
+// freed), and pos0 (scalar). A changed slot now holds a chunk token (position ≥ pos0) or nothing; every other slot
+// keeps what it held. Outputs as commitGraph, then the slot positions and roles after the chunk (what the next
+// chunk reads).
 func (e *Engine) commitDeltaGraph(in []*Node) []*Node {
 	L := e.Cfg.NLayers
 	Ks, Vs, Ss, SVs := in[:L], in[L:2*L], in[2*L:3*L], in[3*L:4*L]

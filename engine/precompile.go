@@ -20,16 +20,6 @@ import (
 // parallel with each other and with the chunks at the smaller capacities, and a chunk that needs a graph still
 // being compiled waits for it.
 
-// growthCapBelow is the bucket the cache grows into c from: the largest bucket below c reached by growth from
-// from (from itself when c is its next bucket).
-func (e *Engine) growthCapBelow(c, from int) int {
-	prev := from
-	for b := from; b < c; b = e.growthCap(b + 1) {
-		prev = b
-	}
-	return prev
-}
-
 // precompileWorkers is the number of goroutines that compile ahead (0: none).
 func (e *Engine) precompileWorkers() int {
 	switch w := e.Options.PrecompileWorkers; {
@@ -45,9 +35,9 @@ func (e *Engine) precompileWorkers() int {
 // n tokens can make the cache grow into (within Options.MemLimitBytes), the host commit that grows the cache into
 // it from the bucket below, and commitDelta at it with lists of 2·rows·T and 4·rows·T changes (a NAtS chunk lists
 // its placements and about as many evictions). Per engine, batch and chunk it queues each bucket once: a later
-// prefill (a timed run after a warm-up) queues only buckets above those queued before (a longer prompt). The returned stop function drops the compiles not
-// yet started (buckets this prefill did not reach) and waits for those in flight, at most one per worker. A
-// compile that fails here fails the chunk that waits for it with the same error.
+// prefill (a timed run after a warm-up) queues only buckets above those queued before (a longer prompt). The
+// returned stop function drops the compiles not yet started (buckets this prefill did not reach) and waits for those
+// in flight, at most one per worker. A compile that fails here fails the chunk that waits for it with the same error.
 func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	workers := e.precompileWorkers()
 	if workers == 0 || e.spec.kind != kindNAtS {
@@ -58,13 +48,19 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	}
 	key := [2]int{B, T}
 	var caps []int
+	prev := from // the bucket the first listed one grows from
 	for c, top := from, e.growthCap(n); c < top; {
-		if c = e.growthCap(c + 1); e.checkMem("", B, c, T) != nil {
+		next := e.growthCap(c + 1)
+		if e.checkMem("", B, next, T) != nil {
 			break
 		}
-		if c > e.precompiledTo[key] {
-			caps = append(caps, c)
+		if next > e.precompiledTo[key] {
+			if len(caps) == 0 {
+				prev = c
+			}
+			caps = append(caps, next)
 		}
+		c = next
 	}
 	if len(caps) == 0 {
 		return func() {}
@@ -99,7 +95,6 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 		}
 		jobs = append(jobs, job{x, in})
 	}
-	prev := e.growthCapBelow(caps[0], from)
 	for _, c := range caps {
 		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
 		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
