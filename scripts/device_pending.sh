@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The measurements still open, one device call each on one H200 (each under the 10-minute limit). Session 8 ran
-# PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 ran PART=3 with RUNS set
-# (full_8b_b8 and nats_8b_b8 side by side, then nats_8b_b8 again after a fix, full_8b_b16 and nats_8b_b16 in two
-# more calls; results/latency32k, logs device-2026-11-29e…h.log). Left: PART=4's diagnosis, PART=5 with this
-# binary, and a robust bandwidth figure:
+# PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 ran the 8B-shaped batch-8 and
+# batch-16 runs of PART=3 and PART=4 over four calls (results/latency32k, logs device-2026-11-29e…h.log), with
+# binaries before its review fixes (one flat commitDelta list, decoding's padding at distinct indices, the faster
+# host table). Next: PART=3 and PART=4 again, each pair side by side in one call with the current binary, then
+# PART=5 (Figure 4) with it.
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
 #     xla:cuda,memory_fraction=0.95): all 32 layers at 16k tokens first (compile ~6 min), then, if that failed,
@@ -12,8 +13,8 @@
 #     latency32k's nats_8b_c8k (the 8B shape's roles calibrated on 8,192 tokens).
 #   PART=3 (≤ ~9.5 min): latency32k's 8B-shaped batch-8 runs (RUNS, default "full_8b_b8 nats_8b_b8"; session 9:
 #     ~2 and ~3 minutes).
-#   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16), then, with the time left,
-#     scripts/device_diag.sh (where a batch-1 decoding step's time goes).
+#   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16; session 9: ~2.5 and ~3.5
+#     minutes), then, with the time left, scripts/device_diag.sh (where a batch-1 decoding step's time goes).
 #   PART=5 (≤ ~9.5 min): Figure 4 on the pg19 shape, every method of latency_random.toml at 1k–64k (measured in
 #     session 7 over two calls: H2O was cut at 16k and resumed). A run writes its rows after every prompt length, so
 #     a cut run keeps the lengths it finished: carry the call's tarball and pass it as SEED=FILE, and name the runs
