@@ -120,7 +120,8 @@ type Engine struct {
 	// bf16 copies of the weights (see paramArgs), the float32 tensors they were made from, and the converter.
 	conv, convSrc []*tensors.Tensor
 	convExec      *graph.Exec
-	noParamCache  bool // tests: pass the float32 weights as before
+	zeroExecs     map[string]*graph.Exec // per shape: a graph that makes a zero K/V buffer on the device
+	noParamCache  bool                   // tests: pass the float32 weights as before
 }
 
 // New returns an engine after checking the configuration, the parameters against the model's specs, and the
@@ -526,8 +527,14 @@ func (e *Engine) reset(B, capacity int) error {
 	e.K, e.V = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
 	e.Kr, e.Vr = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
 	for l := 0; l < L; l++ {
-		e.K[l], e.V[l] = e.zeros(B, KV, capacity, hd), e.zeros(B, KV, capacity, hd)
-		e.Kr[l], e.Vr[l] = e.zeros(B, KV, R, hd), e.zeros(B, KV, R, hd)
+		for _, z := range []struct {
+			dst   **tensors.Tensor
+			slots int
+		}{{&e.K[l], capacity}, {&e.V[l], capacity}, {&e.Kr[l], R}, {&e.Vr[l], R}} {
+			if *z.dst, err = e.zeros(B, KV, z.slots, hd); err != nil {
+				return err
+			}
+		}
 	}
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
@@ -544,9 +551,27 @@ func (e *Engine) reset(B, capacity int) error {
 	return nil
 }
 
-// zeros is a zero K/V tensor in the storage dtype.
-func (e *Engine) zeros(dims ...int) *tensors.Tensor {
-	return tensors.FromShape(shapes.Make(e.computeDType(), dims...))
+// zeros is a zero K/V tensor in the storage dtype, made on the device: a host tensor would be allocated, zeroed
+// and uploaded at its full size (the cache of the 8B shape at batch 16 and 32k is 17.7 GB) in every Prefill.
+func (e *Engine) zeros(dims ...int) (*tensors.Tensor, error) {
+	sh := shapes.Make(e.computeDType(), dims...)
+	key := sh.String()
+	x := e.zeroExecs[key]
+	if x == nil {
+		var err error
+		if x, err = graph.NewExec(e.Backend, func(g *graph.Graph) *graph.Node { return graph.Zeros(g, sh) }); err != nil {
+			return nil, fmt.Errorf("engine: zero K/V buffer %s: %w", sh, err)
+		}
+		if e.zeroExecs == nil {
+			e.zeroExecs = map[string]*graph.Exec{}
+		}
+		e.zeroExecs[key] = x
+	}
+	out, err := x.Exec()
+	if err != nil {
+		return nil, fmt.Errorf("engine: zero K/V buffer %s: %w", sh, err)
+	}
+	return out[0], nil
 }
 
 // track records the peak K/V bytes: the committed cache and staging, plus extra (a prefill chunk's K/V).

@@ -145,7 +145,11 @@ func (e *Engine) probe(prompts [][]int32) (normed []float32, roles []int32, T in
 	args := e.paramArgs()
 	args = append(args, tensors.FromFlatDataAndDimensions(tokens, B, T), int32(0), int32(P-1))
 	for i := 0; i < 2*L; i++ {
-		args = append(args, e.zeros(B, KV, cp, hd))
+		z, err := e.zeros(B, KV, cp, hd)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		args = append(args, z)
 	}
 	free := make([]int32, L*B*KV*cp)
 	for i := range free {
