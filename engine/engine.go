@@ -277,10 +277,10 @@ type PrefillResult struct {
 	// ArgsSeconds is the part spent building each chunk's arguments and moving them to the device (the tokens and,
 	// for the first chunk, after a chunk that grew the cache, and for H2O and TOVA always, the slot table's
 	// positions and roles, `[layers, batch, KV heads, slots]` int32 each); GraphSeconds the chunk graphs, from launch
-	// to their outputs on the host (the first also uploads the empty cache); CommitSeconds the commits of each
-	// chunk's K/V into the cache (the gather graph and its sources: the changed slots, or a host-built source map
-	// of the table's size for H2O, TOVA and a chunk that grew the cache). The rest of Seconds is resetting the
-	// cache, freeing replaced buffers and copying the logits.
+	// to their outputs on the host; CommitSeconds the commits of each chunk's K/V into the cache (the gather graph
+	// and its sources: the changed slots, or a host-built source map of the table's size for H2O, TOVA and a chunk
+	// that grew the cache). The rest of Seconds is resetting the cache (the empty buffers are made on the device),
+	// freeing replaced buffers and copying the logits.
 	ArgsSeconds, GraphSeconds, CommitSeconds float64
 	// Chunks is the number of chunk graphs run; Chunk the chunk length used (tokens).
 	Chunks, Chunk int
