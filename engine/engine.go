@@ -522,6 +522,13 @@ func (e *Engine) reset(B, capacity int) error {
 	if err != nil {
 		return err
 	}
+	// The last prefill's buffers go now, not when the collector finds them: the new ones would sit beside them on the
+	// device (every call before this has read its outputs, so none is in use).
+	for _, ts := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr, {e.valid, e.state, e.lastLogits}} {
+		e.garbage = append(e.garbage, ts...)
+	}
+	e.dropSlots()
+	e.flushGarbage()
 	e.tab, e.batch = t, B
 	L, KV, hd, R := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim(), e.Options.Staging
 	e.K, e.V = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
@@ -539,7 +546,6 @@ func (e *Engine) reset(B, capacity int) error {
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
 	e.valid = nil
-	e.dropSlots()
 	e.pos, e.base = 0, 0
 	e.next, e.lastLogits = nil, nil
 	rows := L * B * KV
