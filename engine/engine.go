@@ -105,9 +105,9 @@ type Engine struct {
 	// touched[row] lists the slots a row changed in the current prefill chunk (placed or freed; a slot may repeat).
 	touched    [][]int32
 	checkSlots bool // tests: after every commitDelta, compare the device's slot table with the host's
-	// precompiledFor marks the (batch, chunk) pairs whose graphs precompile has queued; precompiled counts the
-	// compiles its workers started, compiling those running (tests).
-	precompiledTo          map[[2]int]int  // per (batch, chunk), the largest capacity whose graphs were queued
+	// precompiledTo is, per (batch, chunk), the largest capacity whose graphs precompile has queued; precompiled
+	// counts the compiles its workers started, compiling those running (tests).
+	precompiledTo          map[[2]int]int
 	deltaShapes            map[[2]int]bool // tests, when not nil: the (capacity, list length) of every commitDelta
 	precompiled, compiling atomic.Int32
 	drainPrecompile        bool          // tests: Prefill waits for every compile ahead, not only those started
@@ -549,7 +549,7 @@ func (e *Engine) reset(B, capacity int) error {
 	e.pos, e.base = 0, 0
 	e.next, e.lastLogits = nil, nil
 	rows := L * B * KV
-	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+	e.clearUpdates()
 	e.stagedSlots, e.recN = make([]int32, rows*R), 0
 	e.needFull = true
 	e.peakCache, e.peakTotal = 0, 0
@@ -724,7 +724,7 @@ func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upt
 	e.K, e.V, e.valid = out[:L], out[L:2*L], out[2*L]
 	e.base = upto
 	e.needFull = false
-	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+	e.clearUpdates()
 	return out, nil
 }
 
@@ -909,11 +909,14 @@ func (e *Engine) onEvict(row, slot int, pos int32) {
 	}
 	if len(e.updIdx) >= e.Cfg.NLayers*e.batch*e.Cfg.KVHeads()*e.Options.MaxUpdates {
 		e.needFull = true
-		e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+		e.clearUpdates()
 		return
 	}
 	e.updIdx, e.updVal = append(e.updIdx, int32(idx)), append(e.updVal, -1)
 }
+
+// clearUpdates empties the queue of validity changes.
+func (e *Engine) clearUpdates() { e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0] }
 
 // updates returns the queued validity changes followed by more (flat index, value) pairs as the graphs take them,
 // `[U, 1]` int32 and `[U]` float32, padded to U = updCap (a power of two ≥ 16 raised to fit) with zero changes at
@@ -1016,7 +1019,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	if e.needFull { // the mask built on the host already marks the new token
 		e.fullMasks++
 		e.valid = e.buildValid()
-		e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+		e.clearUpdates()
 		ui, uv = e.updates(nil)
 	} else { // the queued evictions, then every row's new token in its staging column
 		if len(e.newIdx) != rows {
@@ -1080,7 +1083,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	outDur := time.Since(outStart)
 	hostStart = time.Now()
 	e.needFull = false
-	e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0]
+	e.clearUpdates()
 	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
 		return StepOut{}, err
 	}

@@ -313,9 +313,9 @@ func BandwidthFloor(bytes int64, bandwidth float64) float64 {
 }
 
 // bandwidthIters is the chain length of Measure's bandwidth benchmark. With 256 MiB and 10 calls (about 1.5 ms of
-// copying on the H200) three runs in two device calls measured 3.8e12, 2.4e12 and 3.0e12 B/s (session 9; the
-// README's engine section): the slope between two short chains is noisy. With 512 MiB
-// and 16 calls a chain copies ~17 GB; the chain holds its inputs until it ends (8 GiB at 512 MiB).
+// copying on the H200) five runs of session 9 measured 2.4e12 to 3.8e12 B/s (the README's engine section): the
+// slope between two short chains is noisy. With 512 MiB and 16 calls a chain copies ~17 GB; the chain holds its
+// inputs until it ends (8 GiB at 512 MiB).
 const bandwidthIters = 16
 
 // MeasureBandwidth measures the device's copy bandwidth in bytes per second: a float32 buffer is read and written
