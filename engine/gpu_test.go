@@ -140,7 +140,7 @@ func TestGPUFigure4(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Printf("# %s calibrated rates layer 0: %v, last: %v\n", m.name, got[0], got[len(got)-1])
+			fmt.Printf("# %s calibrated rates layer 0: %v, last: %v (embeddings ×%g)\n", m.name, got.Rates[0], got.Rates[len(got.Rates)-1], got.EmbedScale)
 		}
 		if bw, err := MeasureBandwidth(backend, 1<<30, 20); err == nil && m.name == "full" {
 			fmt.Printf("# copy bandwidth (1 GiB buffer): %.0f GB/s\n", bw/1e9)

@@ -35,7 +35,8 @@ func TestCalibrateRoles(t *testing.T) {
 		}
 		r := rand.New(rand.NewPCG(1, uint64(c.chunk)))
 		calib := randTokens(r, 4, 160, cfg.VocabSize)
-		got, err := CalibrateRoles(e, calib, c.rates, 7)
+		cal, err := CalibrateRoles(e, calib, c.rates, 7)
+		got := cal.Rates
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +59,36 @@ func TestCalibrateRoles(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("chunk %d %s: rates %v → KV fraction %.3f after %d tokens (cap %d)", c.chunk, c.merge, got, e.KVFraction(), e.Len(), e.Cap())
+	}
+}
+
+// TestCalibratedRatesHoldAtLength: on a model whose blocks outgrow its embeddings (hd 128 like Llama's; before
+// CalibrateRoles scaled the embeddings, layer 1 decided Global 1.8% of the time at 2,048 tokens against the 4.5%
+// it was calibrated to on 256), the roles keep their calibrated rates on a prompt 8× longer than the calibration's,
+// and no row holds much more than the mean.
+func TestCalibratedRatesHoldAtLength(t *testing.T) {
+	cfg := model.Config{VocabSize: 512, DModel: 256, NLayers: 3, NHeads: 2, NKVHeads: 1, FFNMult: 4, MaxSeqLen: 2048,
+		RopeTheta: 500000, RopeScaling: "none", DType: "float32"}
+	nm := mustNAtS(t, nats.Config{Window: 16, Chunk: 1, Merge: "mean", GlobalBonus: 0.1})
+	e, err := New(testBackend(t), cfg, nm, policy.NAtS{Window: 16, Chunk: 1}, model.NewParams(model.Specs(cfg, nm), 5), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	want := RoleRates{Global: 0.045, Local: 0.05, Window: 0.905}
+	if _, err := CalibrateRoles(e, randTokens(r, 2, 256, cfg.VocabSize), want, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Prefill(randTokens(r, 1, 2048, cfg.VocabSize), 256); err != nil {
+		t.Fatal(err)
+	}
+	for l, g := range e.RoleRates() {
+		if math.Abs(g.Global-want.Global) > 0.015 || math.Abs(g.Local-want.Local) > 0.025 {
+			t.Errorf("layer %d: rates %v at 2,048 tokens, calibrated to %v on 256", l, g, want)
+		}
+	}
+	if mean := e.KVTokens(); float64(e.MaxRowTokens()) > 1.4*mean {
+		t.Errorf("fullest row %d tokens, mean %.1f", e.MaxRowTokens(), mean)
 	}
 }
 

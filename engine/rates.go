@@ -15,33 +15,52 @@ import (
 	"natsbench/nats"
 )
 
+// minCommonShare is the mean cosine between every layer's normed input and the common direction e that
+// CalibrateRoles scales the embeddings up to (layer 0 has ≈ 0.71: a token's own part and m·e are equally long);
+// maxEmbedScale bounds the scale.
+const minCommonShare, maxEmbedScale = 0.5, 1024
+
+// Calibration is what CalibrateRoles did: the rates it achieves per layer on the calibration prompts, and the
+// factor it scaled the embeddings by.
+type Calibration struct {
+	Rates      []RoleRates
+	EmbedScale float64
+}
+
 // RoleRates are the fractions of NAtS decisions (tokens, or chunks for NAtS-chunk) per role; they sum to 1.
 type RoleRates struct{ Global, Local, Window float64 }
 
 // CalibrateRoles turns a randomly initialised NAtS model into one whose roles come out at the given rates ("random
 // weights with trained-like role rates" for latency runs when no trained model exists). It changes the engine's
-// parameters in place and returns the rates it achieves per layer on the calibration prompts.
+// parameters in place.
 //
 // Construction. The scorer is a bias-free linear map of a LayerNorm output, which sums to zero over its
 // coordinates, so on symmetric random inputs no role can get more than half of the decisions. CalibrateRoles
 // first gives the inputs a common direction: it adds m·e to every token embedding, e a random unit vector with
 // zero sum (LayerNorm keeps it) and m the typical embedding norm, so that every layer's normed input x has
-// k = x·e > 0. Per layer and KV head it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the
+// k = x·e > 0. The common direction must survive the layers: at random initialisation a block's output grows with
+// d (its projections sum d terms of std 0.02) while the embeddings do not, so on wide models (d 4096) the deeper
+// layers' inputs are mostly attention and MLP output. Attention output averages over the context and so changes
+// with the prompt's length, and the roles calibrated on short prompts drifted at 32k (some heads' decisions all
+// fell in the Local band and their rows kept most of the context). CalibrateRoles therefore scales the embeddings
+// (with m·e) by the smallest power of two for which every layer's normed input keeps a mean cosine ≥ 0.5 with e
+// on the calibration prompts (layer 0 has ≈ 0.71), so that each layer's input stays mostly the token's own
+// embedding at any length. Per layer and KV head it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the
 // calibration inputs (pooled per NAtS chunk), picks t₁ = the (1−Global) quantile and t₀ = the Window quantile of
 // r, and sets the scorer columns to α(u − t₁e) (Global), 0 (Local) and α(t₀e − u) (Window), with α large enough
 // that the +GlobalBonus is negligible. The role logits are then α·k·(r − t₁), 0 and α·k·(t₀ − r): Global when
 // r > t₁, Window when r < t₀, Local in between — the requested rates on the calibration data. Layers are
 // calibrated in order, each on inputs computed with the earlier layers' final scorers (the roles change the
 // attention and so the later layers' inputs). The first token (chunk) is forced Global and is left out.
-func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) ([]RoleRates, error) {
+func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) (Calibration, error) {
 	if err := e.init(); err != nil {
-		return nil, err
+		return Calibration{}, err
 	}
 	if e.spec.kind != kindNAtS {
-		return nil, fmt.Errorf("engine: CalibrateRoles needs the NAtS policy, the engine runs %v", e.spec.kind)
+		return Calibration{}, fmt.Errorf("engine: CalibrateRoles needs the NAtS policy, the engine runs %v", e.spec.kind)
 	}
 	if rates.Global < 0 || rates.Local < 0 || rates.Window < 0 || math.Abs(rates.Global+rates.Local+rates.Window-1) > 1e-6 {
-		return nil, fmt.Errorf("engine: CalibrateRoles: rates %+v must be ≥ 0 and sum to 1", rates)
+		return Calibration{}, fmt.Errorf("engine: CalibrateRoles: rates %+v must be ≥ 0 and sum to 1", rates)
 	}
 	if nm, ok := e.Masker.(interface{ Config() nats.Config }); ok && len(nm.Config().Roles) > 0 {
 		on := map[string]bool{}
@@ -50,18 +69,18 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) ([
 		}
 		for name, v := range map[string]float64{"global": rates.Global, "local": rates.Local, "window": rates.Window} {
 			if v > 0 && !on[name] {
-				return nil, fmt.Errorf("engine: CalibrateRoles: rate %g for role %q, which method.roles disables", v, name)
+				return Calibration{}, fmt.Errorf("engine: CalibrateRoles: rate %g for role %q, which method.roles disables", v, name)
 			}
 		}
 	}
 	if len(calib) == 0 || len(calib[0]) <= e.spec.chunk {
-		return nil, errors.New("engine: CalibrateRoles: calibration prompts must be longer than one NAtS chunk")
+		return Calibration{}, errors.New("engine: CalibrateRoles: calibration prompts must be longer than one NAtS chunk")
 	}
 	cfg := e.Cfg
 	d, KV, L := cfg.DModel, cfg.KVHeads(), cfg.NLayers
 	wi := e.Params.Index("wte")
 	if wi < 0 {
-		return nil, errors.New("engine: CalibrateRoles: no parameter \"wte\"")
+		return Calibration{}, errors.New("engine: CalibrateRoles: no parameter \"wte\"")
 	}
 	rng := rand.New(rand.NewPCG(seed, 0x726f6c65))
 	eDir := zeroSumUnit(rng, d, nil)
@@ -71,17 +90,40 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) ([
 		ss += float64(v) * float64(v)
 	}
 	m := math.Sqrt(ss / float64(cfg.VocabSize))
+	base := make([]float64, len(wte))
 	for t := 0; t < cfg.VocabSize; t++ {
 		for j := 0; j < d; j++ {
-			wte[t*d+j] += float32(m * eDir[j])
+			base[t*d+j] = float64(wte[t*d+j]) + m*eDir[j]
 		}
 	}
-	e.Params.Values[wi] = tensors.FromFlatDataAndDimensions(wte, cfg.VocabSize, d)
+	var scale float64
+	for scale = 1; ; scale *= 2 {
+		for i, v := range base {
+			wte[i] = float32(scale * v)
+		}
+		e.Params.Values[wi] = tensors.FromFlatDataAndDimensions(slices.Clone(wte), cfg.VocabSize, d)
+		normed, _, T, err := e.probe(calib)
+		if err != nil {
+			return Calibration{}, err
+		}
+		share := 1.0
+		for l := 0; l < L; l++ {
+			var mean float64
+			X := e.pooledInputs(normed, l, len(calib), len(calib[0]), T)
+			for _, x := range X {
+				mean += dot(x, eDir) / math.Sqrt(dot(x, x)) / float64(len(X))
+			}
+			share = min(share, mean)
+		}
+		if share >= minCommonShare || scale >= maxEmbedScale {
+			break
+		}
+	}
 
 	for l := 0; l < L; l++ {
 		normed, _, T, err := e.probe(calib)
 		if err != nil {
-			return nil, err
+			return Calibration{}, err
 		}
 		X := e.pooledInputs(normed, l, len(calib), len(calib[0]), T)
 		w := make([]float32, d*KV*3)
@@ -91,7 +133,7 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) ([
 			for i, x := range X {
 				k[i], r[i] = dot(x, eDir), 0
 				if k[i] <= 0 {
-					return nil, fmt.Errorf("engine: CalibrateRoles: layer %d: an input has no positive common component (x·e = %g)", l, k[i])
+					return Calibration{}, fmt.Errorf("engine: CalibrateRoles: layer %d: an input has no positive common component (x·e = %g)", l, k[i])
 				}
 				r[i] = dot(x, u) / k[i]
 			}
@@ -114,15 +156,15 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) ([
 		}
 		si := e.Params.Index(model.LayerName(l) + "/nats/scorer")
 		if si < 0 {
-			return nil, fmt.Errorf("engine: CalibrateRoles: no scorer parameter for layer %d", l)
+			return Calibration{}, fmt.Errorf("engine: CalibrateRoles: no scorer parameter for layer %d", l)
 		}
 		e.Params.Values[si] = tensors.FromFlatDataAndDimensions(w, d, KV*3)
 	}
 	_, roles, T, err := e.probe(calib)
 	if err != nil {
-		return nil, err
+		return Calibration{}, err
 	}
-	return e.roleRates(roles, len(calib), len(calib[0]), T), nil
+	return Calibration{Rates: e.roleRates(roles, len(calib), len(calib[0]), T), EmbedScale: scale}, nil
 }
 
 // probe runs the prefill graph over prompts from an empty cache in one chunk and returns the normed layer inputs

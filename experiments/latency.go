@@ -133,7 +133,8 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
-		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens (layer 0: %v)\n", short(info.key), lc.RoleRates, len(calib), got[0])
+		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens, embeddings ×%g (layer 0: %v)\n",
+			short(info.key), lc.RoleRates, len(calib), got.EmbedScale, got.Rates[0])
 	}
 	// The rows are written after every prompt length, so a run cut short (a device call's time limit, a crash) keeps
 	// the lengths it finished: a later attempt reads them back and measures only the others.
