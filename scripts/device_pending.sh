@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The measurements still open, one device call each on one H200 (each under the 10-minute limit). Session 8 ran
 # PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 ran the 8B-shaped batch-8 and
-# batch-16 runs of PART=3 and PART=4 over four calls (results/latency32k, logs device-2026-11-29e…h.log), with
-# binaries before its review fixes (one flat commitDelta list, decoding's padding at distinct indices, the faster
-# host table). Next: PART=3 and PART=4 again, each pair side by side in one call with the current binary, then
-# PART=5 (Figure 4) with it.
+# batch-16 runs of PART=3 and PART=4 over four calls (results/latency32k, logs device-2026-11-29e…h.log). Session 10
+# (roles calibrated with scaled embeddings, so that they hold at 32k): PART=3 with RUNS="full_8b_b32 nats_8b_b32"
+# and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by each commit), then PART=5.
+# BACKEND (default xla:cuda) is the runner's -backend for the latency runs.
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
 #     xla:cuda,memory_fraction=0.95): all 32 layers at 16k tokens first (compile ~6 min), then, if that failed,
@@ -51,7 +51,7 @@ lat() {
 			echo "$sw $r: skipped ($left s left)"
 			continue
 		fi
-		timeout -k 5 $left $bin/runner -sweep $sw.toml -only "$r" -out /tmp/lat -backend xla:cuda -no-report \
+		timeout -k 5 $left $bin/runner -sweep $sw.toml -only "$r" -out /tmp/lat -backend "${BACKEND:-xla:cuda}" -no-report \
 			>>"$OUT/$sw.log" 2>&1
 		echo "$sw $r: exit $? (124 = cut) after $((SECONDS)) s"
 	done
