@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
 	"natsbench/kvcache"
 	"natsbench/model"
+	"natsbench/policy"
 )
 
 // BenchmarkPrefillHostTable times the host's share of a NAtS prefill per token: the fast table's Place and End for
@@ -81,6 +83,57 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 			b.ReportMetric(float64(tab.Cap()), "slots")
 			if touch {
 				b.ReportMetric(float64(listed)/float64(b.N/T*rows), "list/row-chunk")
+			}
+		})
+	}
+}
+
+// BenchmarkPrefillHostGeneric times the host's share of an H2O or TOVA prefill per token, as Prefill runs it: the
+// chunk's attention row of each (layer, KV head) mapped onto the slots (chunkAttn), then kvcache.Cache's Begin and
+// End through genericTable, evictions reported — pg19 shape at batch 1 (8 layers, 8 KV heads), budget 256, 512
+// slots, chunks of 64. On the H200 machine an H2O prefill of 64k tokens took 20.3 s (~0.31 ms a token,
+// results/latency_random/device-2026-11-29b.log). Measured here (2 cores, 2026-11-29, 3 runs): H2O 94–95 µs a token,
+// TOVA 92–96; chunkAttn and H2O's victim search are ~30% each. Running the layers on goroutines (per token: the
+// attention mapping, Cache.End, the search for freed slots) was tried and made it slower here, 125–158 µs with one
+// goroutine per layer or per core: a goroutine's hand-off costs more than a layer's ~10 µs of work.
+//
+//	go test -run '^$' -bench PrefillHostGeneric -benchtime 3000x ./engine
+func BenchmarkPrefillHostGeneric(b *testing.B) {
+	const L, B, KV, T, budget = 8, 1, 8, 64, 256
+	for _, ev := range []kvcache.Evictor{policy.H2O{Budget: budget, Recent: 32}, policy.TOVA{Budget: budget}} {
+		b.Run(fmt.Sprintf("%T", ev), func(b *testing.B) {
+			s, err := newSpec(nil, ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tab, err := newTable(s, ev, L, B, KV, kvcache.Bucket(ev.Capacity(1<<16)), 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			e := &Engine{Cfg: model.Config{NLayers: L, NHeads: KV, NKVHeads: KV}, batch: B, tab: tab, spec: s}
+			cp := tab.Cap()
+			r := rand.New(rand.NewPCG(1, 3))
+			src := make([]float32, L*B*KV*T*(cp+T))
+			for i := range src {
+				src[i] = r.Float32()
+			}
+			dst := make([][]float32, L)
+			evicted := 0
+			onEvict := func(int, int, int32) { evicted++ }
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				pos := int32(i)
+				if err := tab.Place(pos); err != nil {
+					b.Fatal(err)
+				}
+				at := e.chunkAttn(dst, src, i%T, T, cp, pos-int32(i%T))
+				if err := tab.End(pos, nil, at, onEvict); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e3, "µs/token")
+			if b.N > budget && evicted == 0 {
+				b.Fatal("nothing evicted")
 			}
 		})
 	}
