@@ -142,6 +142,13 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	rows, done := earlierLatencyRows(path, env.Log)
 	gpu := cudaSampler(env)
 	now := time.Now()
+	// One engine for every length: its compiled graphs (a step per capacity bucket, a prefill per chunk shape and
+	// bucket) serve the lengths that share them, so only the first length to need a graph compiles it — most of
+	// a short length's time on the GPU was compiling (each length's warm-up run keeps compiles out of the timings).
+	e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
+	if err != nil {
+		return fmt.Errorf("%s: %w", info.key, err)
+	}
 	for _, n := range lc.PromptLens {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -149,10 +156,6 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if done[n] {
 			fmt.Fprintf(env.Log, "  latency %-24s prompt %6d: measured by an earlier attempt of this run, kept\n", short(info.key), n)
 			continue
-		}
-		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
-		if err != nil {
-			return fmt.Errorf("%s: %w", info.key, err)
 		}
 		opt := engine.MeasureOptions{Method: rc.Method.Name, PromptLen: n, Batch: lc.BatchSize, DecodeTokens: lc.DecodeTokens,
 			Warmup: lc.Warmup, Repeats: lc.Repeats, Seed: info.seed, Chunk: prefillChunk(mcfg, rc.Method, lc.BatchSize, n),
