@@ -50,6 +50,12 @@ type Options struct {
 	// capacity buckets its cache may grow into (see precompile.go); 0 = automatic (none on the pure-Go backend,
 	// else half the CPUs, at most 8), < 0 = none.
 	PrecompileWorkers int
+	// TableWorkers is the number of goroutines over which the host slot table of Full, StreamingLLM and NAtS splits
+	// its rows (contiguous runs of at least 256) for each token's placement and evictions; 0 or 1 = one pass. On 2
+	// cores, 2 runs made that work 2.0–2.3× slower (BenchmarkPrefillHostTable: a goroutine's hand-off to an idle core
+	// costs more than it saves there); with many idle cores and thousands of rows (8B shape, batch 32: 2,048 rows,
+	// 0.78 ms a decoding step in one pass) it may pay. The results are the same either way.
+	TableWorkers int
 	// Progress, when set, is called by Prefill after every chunk with the prompt positions done and in all.
 	Progress func(done, total int)
 }
@@ -518,7 +524,7 @@ func (e *Engine) chunkAttn(dst [][]float32, src []float32, t, T, devCap int, pos
 
 // reset empties the engine for a new batch with the given capacity.
 func (e *Engine) reset(B, capacity int) error {
-	t, err := newTable(e.spec, e.Evictor, e.Cfg.NLayers, B, e.Cfg.KVHeads(), capacity, e.Options.GrowthSteps)
+	t, err := newTable(e.spec, e.Evictor, e.Cfg.NLayers, B, e.Cfg.KVHeads(), capacity, e.Options.GrowthSteps, e.Options.TableWorkers)
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,12 @@ import (
 )
 
 // BenchmarkPrefillHostTable times the host's share of a NAtS prefill per token: the fast table's Place and End for
-// every (layer, batch row, KV head) — 8 layers, batch 16 and 8 KV heads (1,024 rows, as the 8B-shaped latency run
-// at batch 16) with roles drawn at pg19 λ = 5e-7's rates — alone ("table"), and with the bookkeeping of the slots
-// each chunk of 64 changes and the list commitDelta builds from it at the chunk's end ("table+touch"). On the H200 machine that share was 14.1 s of
+// every (layer, batch row, KV head) — 8 layers, batch 16 or 32 and 8 KV heads (1,024 or 2,048 rows, as the
+// 8B-shaped latency runs) with roles drawn at pg19 λ = 5e-7's rates — alone ("table"), with the bookkeeping of the
+// slots each chunk of 64 changes and the list commitDelta builds from it at the chunk's end ("table+touch"), and
+// with the rows split over 8 goroutines (Options.TableWorkers; "parts": 4 runs of rows at batch 16, 8 at 32).
+// With 2 cores here (2026-11-29) "parts" is 2.0–2.6× slower than one pass (b16 238–305 ns per row and token, against
+// 115–119). On the H200 machine that share was 14.1 s of
 // NAtS's 32.5 s prefill at batch 16 and 32k (results/latency32k/device-2026-11-29h.log): ~0.42 µs per row and token.
 // Measured here (2 cores, 2026-11-29, -benchtime 20000x, 3 runs each): with the code of those runs (Place also
 // zeroed H2O's and TOVA's Acc and Last; a mark per slot kept the list free of repeats), table 145–149 ns per row
@@ -22,16 +25,26 @@ import (
 //
 //	go test -run '^$' -bench PrefillHostTable -benchtime 20000x ./engine
 func BenchmarkPrefillHostTable(b *testing.B) {
-	const L, B, KV, W, T = 8, 16, 8, 16, 64
-	rows := L * B * KV
-	for _, touch := range []bool{false, true} {
-		name := "table"
+	const L, KV, W, T = 8, 8, 16, 64
+	for _, c := range []struct {
+		B            int
+		touch, parts bool
+	}{{16, false, false}, {16, true, false}, {16, false, true}, {32, false, false}, {32, false, true}} {
+		B, touch := c.B, c.touch
+		rows := L * B * KV
+		name := fmt.Sprintf("b%d/table", B)
 		if touch {
-			name = "table+touch"
+			name += "+touch"
+		}
+		if c.parts {
+			name += "/parts"
 		}
 		b.Run(name, func(b *testing.B) {
 			tab := newFastTable(spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}, L, B, KV, 1024)
 			tab.steps = 4
+			if c.parts {
+				tab.workers = 8 // 4 runs of rows at batch 16, 8 at batch 32
+			}
 			e := &Engine{Cfg: model.Config{NLayers: L, NHeads: KV, NKVHeads: KV}, batch: B, tab: tab}
 			var evicted func(row, slot int, pos int32)
 			if touch {
@@ -106,7 +119,7 @@ func BenchmarkPrefillHostGeneric(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			tab, err := newTable(s, ev, L, B, KV, kvcache.Bucket(ev.Capacity(1<<16)), 0)
+			tab, err := newTable(s, ev, L, B, KV, kvcache.Bucket(ev.Capacity(1<<16)), 0, 1)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -14,9 +14,22 @@ import (
 
 // TestFastTableEqualsKVCache: the engine's fast table leaves, after every token, exactly the slot table of
 // kvcache.Cache driven by the policy's evictor (same position in every slot, same roles), including growth; it
-// never holds more than its capacity, never evicts a Global slot, and reuses freed slots (lowest first).
+// never holds more than its capacity, never evicts a Global slot, and reuses freed slots (lowest first) — run
+// over all rows in order, and split into runs of rows on goroutines (as large batches are), where the freed slots
+// must also be reported in the same order.
 func TestFastTableEqualsKVCache(t *testing.T) {
 	const L, B, H, n = 2, 2, 3, 400
+	freedLog := map[string][]int32{} // per case, every freed (row, slot, position), serial run
+	for _, parallel := range []bool{false, true} {
+		if parallel {
+			defer func(a int) { minPartRows = a }(minPartRows)
+			minPartRows = 2
+		}
+		testFastTableEqualsKVCache(t, L, B, H, n, parallel, freedLog)
+	}
+}
+
+func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, freedLog map[string][]int32) {
 	cases := []struct {
 		name string
 		ev   kvcache.Evictor
@@ -30,14 +43,19 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 	}
 	for _, tc := range cases {
 		for _, gp := range []int{3, 30} { // one Global every ~gp decisions
-			t.Run(fmt.Sprintf("%s/global1in%d", tc.name, gp), func(t *testing.T) {
+			key := fmt.Sprintf("%s/global1in%d", tc.name, gp)
+			t.Run(fmt.Sprintf("%s/parallel=%v", key, parallel), func(t *testing.T) {
 				sp, err := newSpec(nil, tc.ev)
 				if tc.name[:4] == "nats" {
 					sp = spec{kind: kindNAtS, window: tc.ev.(policy.NAtS).Window, chunk: max(tc.ev.(policy.NAtS).Chunk, 1), needs: kvcache.Roles}
 				} else if err != nil {
 					t.Fatal(err)
 				}
-				ft, err := newTable(sp, tc.ev, L, B, H, 16, 1)
+				workers := 1
+				if parallel {
+					workers = 5
+				}
+				ft, err := newTable(sp, tc.ev, L, B, H, 16, 1, workers)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -49,6 +67,7 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 				roles := make([]uint8, L*B*H)
 				globals := map[[2]int]bool{} // (row, pos) decided Global
 				evicted := 0
+				var freed []int32
 				for i := 0; i < n; i++ {
 					pos := int32(i)
 					for k := range roles {
@@ -83,6 +102,7 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 					}
 					if err := ft.End(pos, roles, nil, func(row, slot int, p int32) {
 						evicted++
+						freed = append(freed, int32(row), int32(slot), p)
 						if globals[[2]int{row, int(p)}] {
 							t.Fatalf("step %d: Global position %d of row %d evicted", i, p, row)
 						}
@@ -118,6 +138,14 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 				if tc.name != "full" && ft.Cap() >= n {
 					t.Fatalf("capacity %d for %d tokens: freed slots were not reused", ft.Cap(), n)
 				}
+				if ft, ok := ft.(*fastTable); ok && parallel && len(ft.parts) < 2 {
+					t.Fatalf("%d runs of rows: the parallel path was not taken", len(ft.parts))
+				}
+				if !parallel {
+					freedLog[key] = freed
+				} else if !slices.Equal(freed, freedLog[key]) {
+					t.Fatalf("freed slots reported in another order than by the serial run (%d and %d entries)", len(freed), len(freedLog[key]))
+				}
 			})
 		}
 	}
@@ -128,8 +156,12 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 func TestPeakRow(t *testing.T) {
 	const L, B, H = 3, 2, 4
 	rows := L * B * H
-	for _, want := range []int{0, 13, rows - 1} {
+	defer func(a int) { minPartRows = a }(minPartRows)
+	minPartRows = 5
+	for _, c := range []struct{ want, workers int }{{0, 1}, {13, 1}, {rows - 1, 1}, {0, 4}, {13, 4}, {rows - 1, 4}} {
+		want := c.want
 		tab := newFastTable(spec{kind: kindNAtS, window: 2, chunk: 1, needs: kvcache.Roles}, L, B, H, 16)
+		tab.workers = c.workers
 		roles := make([]uint8, rows)
 		for r := range roles {
 			roles[r] = uint8(kvcache.Window)

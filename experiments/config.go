@@ -77,9 +77,13 @@ type LatencyConfig struct {
 	GrowthSteps int `toml:"growth_steps"`
 	// CalibTokens is the length of the calibration prompt for RoleRates (the first tokens of the prompt source, at
 	// most the longest prompt); 0 = 1024. The calibration graph materialises `[heads, n, n]` float32 scores, so a
-	// long one needs device memory (8,192 tokens of the 8B shape: 8 GiB). On the H200 the 8B shape calibrated on
-	// 1,024 tokens drifted at 32k (deeper layers' Global rate 0.002–0.03 instead of 0.045); the pg19 shape held.
+	// long one needs device memory (8,192 tokens of the 8B shape: 8 GiB). Before CalibrateRoles scaled the
+	// embeddings, the 8B shape calibrated on 1,024 tokens drifted at 32k (deeper layers' Global rate 0.002–0.03
+	// instead of 0.045); since, its layers decide Global 0.042–0.049 of the time at 32k (results/latency32k).
 	CalibTokens int `toml:"calib_tokens"`
+	// TableWorkers is engine.Options.TableWorkers: goroutines over which the host slot table splits its rows (0 or
+	// 1 = one pass).
+	TableWorkers int `toml:"table_workers"`
 }
 
 func (l LatencyConfig) validate() error {
@@ -100,6 +104,9 @@ func (l LatencyConfig) validate() error {
 	}
 	if l.CalibTokens < 0 || (l.CalibTokens > 0 && l.CalibTokens < 16) {
 		return fmt.Errorf("latency.calib_tokens = %d: want ≥ 16 (or 0 for the default, 1024)", l.CalibTokens)
+	}
+	if l.TableWorkers < 0 {
+		return fmt.Errorf("latency.table_workers = %d: want ≥ 0 (0 or 1: one pass)", l.TableWorkers)
 	}
 	if l.GrowthSteps != 0 && !kvcache.ValidSteps(l.GrowthSteps) {
 		return fmt.Errorf("latency.growth_steps = %d: must be a power of two in [1, 64] (or 0 for the default, 4)", l.GrowthSteps)

@@ -108,7 +108,7 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	// Refuse, before any measurement, a prompt whose cache cannot fit (the engine's own first allocation: full
 	// attention keeps prompt + decoded tokens, the budget policies their budget; NAtS grows with what it keeps and
 	// is checked as it grows) or that is past the position limit.
-	eopt := engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit, GrowthSteps: lc.GrowthSteps}
+	eopt := engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit, GrowthSteps: lc.GrowthSteps, TableWorkers: lc.TableWorkers}
 	for _, n := range lc.PromptLens {
 		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
 		if err != nil {

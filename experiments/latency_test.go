@@ -55,6 +55,24 @@ func TestLatencyConfigGrowthSteps(t *testing.T) {
 	}
 }
 
+// TestLatencyConfigTableWorkers: latency.table_workers accepts 0 and up, and refuses a negative count naming the
+// field.
+func TestLatencyConfigTableWorkers(t *testing.T) {
+	base := LatencyConfig{PromptLens: []int{64}, BatchSize: 1, DecodeTokens: 4, Repeats: 1}
+	for _, ok := range []int{0, 1, 8} {
+		c := base
+		c.TableWorkers = ok
+		if err := c.validate(); err != nil {
+			t.Errorf("table_workers = %d: %v", ok, err)
+		}
+	}
+	c := base
+	c.TableWorkers = -2
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "latency.table_workers") {
+		t.Errorf("table_workers = -2: err = %v, want it refused naming latency.table_workers", err)
+	}
+}
+
 // TestLatencyCalibTokens: latency.calib_tokens sets the calibration prompt's length (default 1024, never past the
 // longest prompt) and is refused below 16, naming the field.
 func TestLatencyCalibTokens(t *testing.T) {
