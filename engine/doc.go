@@ -17,7 +17,8 @@
 // layer and head, so the fullest row sets it); kvcache.Cache (H2O, TOVA) grows in powers of two.
 //
 // Full, StreamingLLM and NAtS use a fast table that reproduces kvcache.Cache with their evictor slot for slot at
-// O(log Cap) per token (a free-slot heap, a queue of window tokens, a list of NAtS Local tokens); any other
+// O(log holes) per token (a heap of the slots evictions freed, a queue of window tokens, a list of NAtS Local
+// tokens); any other
 // evictor runs through kvcache.Cache itself (O(Cap) per token, as its evictors need).
 //
 // # Decoding

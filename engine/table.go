@@ -60,7 +60,8 @@ type posSlot struct{ pos, slot int32 }
 
 // fastRow is the bookkeeping of one row of the fast table.
 type fastRow struct {
-	free    []int32   // min-heap of free slots
+	holes   []int32   // min-heap of the freed slots below fresh
+	fresh   int32     // slots [fresh, Cap) have never held a token since the table was made
 	fifo    []posSlot // StreamingLLM window tokens / NAtS Window tokens, in position order (from head)
 	head    int
 	locals  []posSlot // NAtS Local tokens
@@ -68,8 +69,8 @@ type fastRow struct {
 }
 
 // fastTable reproduces kvcache.Cache with policy.Full, policy.StreamingLLM or policy.NAtS exactly (same slots,
-// same roles) at O(log Cap) per token and row instead of O(Cap): a free-slot heap gives the lowest free slot,
-// and the tokens a policy evicts next sit at the head of a queue (window tokens, in position order) or in a
+// same roles) at O(log holes) per token and row instead of O(Cap): the lowest free slot is the lowest hole an
+// eviction left (a heap) or else the lowest never-used slot (a counter), and the tokens a policy evicts next sit at the head of a queue (window tokens, in position order) or in a
 // list (NAtS Local tokens, all evicted by the next Global decision).
 type fastTable struct {
 	s       spec
@@ -142,12 +143,9 @@ func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
 		t.layers[i] = kvcache.NewLayer(b, h, capacity)
 	}
 	t.rows = make([]fastRow, layers*b*h)
-	for r := range t.rows {
-		t.rows[r].free = make([]int32, 0, capacity)
-		for k := 0; k < capacity; k++ {
-			t.rows[r].free = append(t.rows[r].free, int32(k)) // ascending order is a valid min-heap
-		}
-	}
+	// Every row starts with all slots fresh: the lowest free slot is the lowest hole if there is one (holes are
+	// below fresh), else fresh. A row that never evicts (full attention) then places in O(1) without a heap, and
+	// the heap holds only the holes evictions left (NAtS: about its window), not all free slots.
 	t.slots = make([]int32, layers*b*h)
 	t.decided = make([][3]int64, layers)
 	return t
@@ -156,13 +154,13 @@ func newFastTable(s spec, layers, b, h, capacity int) *fastTable {
 func (t *fastTable) Cap() int                 { return t.layers[0].Cap }
 func (t *fastTable) Layers() []*kvcache.Layer { return t.layers }
 func (t *fastTable) Slots() []int32           { return t.slots }
-func (t *fastTable) Occupied(row int) int     { return t.Cap() - len(t.rows[row].free) }
+func (t *fastTable) Occupied(row int) int     { return int(t.rows[row].fresh) - len(t.rows[row].holes) }
 func (t *fastTable) PeakOccupied() int        { return t.peak }
 func (t *fastTable) PeakRow() int             { return t.peakAt }
 
 func (t *fastTable) NextCap() int {
 	for r := range t.rows {
-		if len(t.rows[r].free) == 0 {
+		if t.rows[r].full(t.Cap()) {
 			return kvcache.BucketSteps(t.Cap()+1, t.steps)
 		}
 	}
@@ -171,7 +169,7 @@ func (t *fastTable) NextCap() int {
 
 func (t *fastTable) Place(pos int32) error {
 	for r := range t.rows {
-		if len(t.rows[r].free) == 0 {
+		if t.rows[r].full(t.Cap()) {
 			bh := t.b * t.h
 			return fmt.Errorf("%w (layer: %d, b: %d, h: %d, cap: %d, pos: %d)", kvcache.ErrFull, r/bh, r%bh/t.h, r%t.h, t.Cap(), pos)
 		}
@@ -181,10 +179,17 @@ func (t *fastTable) Place(pos int32) error {
 	t.each(func(p *rowPart, lo, hi int) {
 		p.peak, p.peakAt = 0, 0
 		for r := lo; r < hi; r++ {
-			if n := cp - len(t.rows[r].free) + 1; n > p.peak {
+			row := &t.rows[r]
+			if n := int(row.fresh) - len(row.holes) + 1; n > p.peak {
 				p.peak, p.peakAt = n, r
 			}
-			s := heapPop(&t.rows[r].free)
+			var s int32
+			if len(row.holes) > 0 {
+				s = heapPop(&row.holes)
+			} else {
+				s = row.fresh
+				row.fresh++
+			}
 			t.slots[r] = s
 			l := t.layers[r/bh]
 			i := (r%bh)*cp + int(s)
@@ -204,7 +209,7 @@ func (t *fastTable) free(p *rowPart, r int, e posSlot) {
 	bh := t.b * t.h
 	l := t.layers[r/bh]
 	l.Pos[(r%bh)*l.Cap+int(e.slot)] = kvcache.Free
-	heapPush(&t.rows[r].free, e.slot)
+	heapPush(&t.rows[r].holes, e.slot)
 	p.freed = append(p.freed, freedSlot{int32(r), e.slot, e.pos})
 }
 
@@ -301,6 +306,9 @@ func (t *fastTable) endNAtS(p *rowPart, lo, hi int, pos int32, roles []uint8) {
 	}
 }
 
+// full reports whether the row has no free slot at capacity cp.
+func (row *fastRow) full(cp int) bool { return len(row.holes) == 0 && int(row.fresh) >= cp }
+
 // compact drops the consumed head of the queue once it is at least half of it.
 func (row *fastRow) compact() {
 	if row.head > 0 && row.head*2 >= len(row.fifo) {
@@ -316,12 +324,7 @@ func (t *fastTable) Grow(newCap int) {
 		return
 	}
 	for _, l := range t.layers {
-		l.Grow(newCap)
-	}
-	for r := range t.rows {
-		for k := old; k < newCap; k++ {
-			heapPush(&t.rows[r].free, int32(k))
-		}
+		l.Grow(newCap) // the new slots are fresh in every row
 	}
 }
 

@@ -21,18 +21,23 @@ import (
 // Measured here (2 cores, 2026-11-29, -benchtime 20000x, 3 runs each): with the code of those runs (Place also
 // zeroed H2O's and TOVA's Acc and Last; a mark per slot kept the list free of repeats), table 145–149 ns per row
 // and token and table+touch 198–205 without building the list; now table 118–128 and table+touch 152–157 with it
-// (128 list entries per row and chunk, padding included).
+// (128 list entries per row and chunk, padding included). Since the heap holds only the holes evictions left (a
+// counter gives the never-used slots): b16 table 115–119 → 54, table+touch 148–152 → 70–76; b32 table 176 → 72;
+// full attention ("full", growing to 20,480 slots) 174 → 109.
 //
 //	go test -run '^$' -bench PrefillHostTable -benchtime 20000x ./engine
 func BenchmarkPrefillHostTable(b *testing.B) {
 	const L, KV, W, T = 8, 8, 16, 64
 	for _, c := range []struct {
-		B            int
-		touch, parts bool
-	}{{16, false, false}, {16, true, false}, {16, false, true}, {32, false, false}, {32, false, true}} {
+		B                  int
+		touch, parts, full bool
+	}{{16, false, false, false}, {16, true, false, false}, {16, false, true, false}, {32, false, false, false}, {32, false, true, false}, {32, false, false, true}} {
 		B, touch := c.B, c.touch
 		rows := L * B * KV
 		name := fmt.Sprintf("b%d/table", B)
+		if c.full {
+			name = fmt.Sprintf("b%d/full", B)
+		}
 		if touch {
 			name += "+touch"
 		}
@@ -40,7 +45,11 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 			name += "/parts"
 		}
 		b.Run(name, func(b *testing.B) {
-			tab := newFastTable(spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}, L, B, KV, 1024)
+			sp := spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}
+			if c.full {
+				sp = spec{kind: kindFull}
+			}
+			tab := newFastTable(sp, L, B, KV, 1024)
 			tab.steps = 4
 			if c.parts {
 				tab.workers = 8 // 4 runs of rows at batch 16, 8 at batch 32
