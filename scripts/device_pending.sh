@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The measurements still open, one device call each on one H200 (each under the 10-minute limit). Session 8 ran
-# PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 ran the 8B-shaped batch-8 and
-# batch-16 runs of PART=3 and PART=4 over four calls (results/latency32k, logs device-2026-11-29e…h.log). Session 10
-# (roles calibrated with scaled embeddings, so that they hold at 32k): PART=3 with RUNS="full_8b_b32 nats_8b_b32"
-# and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by each commit), then PART=5.
+# PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 the 8B-shaped batch-8 and
+# batch-16 runs of PART=3 and PART=4 (results/latency32k, logs device-2026-11-29e…h.log). Session 10 ran PART=3 with
+# RUNS="nats_8b_b32 full_8b_b32" and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by
+# each commit; logs device-2026-11-29i.log and -l.log) and PART=5 over two calls (the second with SEED and
+# RUNS="h2o tova"; results/latency_random, logs -j and -k). Still open: PART=4's batch-16 pair with the calibration
+# fix, and the batch-8 pair (RUNS="full_8b_b8 nats_8b_b8").
 # BACKEND (default xla:cuda) is the runner's -backend for the latency runs.
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
