@@ -100,9 +100,9 @@ type rowPart struct {
 type freedSlot struct{ row, slot, pos int32 }
 
 // minPartRows is the fewest rows a run of rows gets when Options.TableWorkers splits them (a variable for tests).
-// A row's work is ~100–400 ns (a heap operation and a few writes to the [L, B, KV, Cap] slot arrays, mostly cache
-// misses): 8 layers × batch 32 × 8 KV heads took 0.78 ms of a 5.3 ms decoding step on the H200 machine, in one pass
-// (results/latency32k).
+// A row's work is ~50–100 ns on the H200 machine's CPU (a few writes to the [L, B, KV, Cap] slot arrays, mostly
+// cache misses, and a small heap operation when evictions left holes): 8 layers × batch 32 × 8 KV heads took 0.46 ms
+// of a 5.1 ms decoding step there, in one pass (results/latency32k).
 var minPartRows = 256
 
 // each runs f over the rows split into contiguous runs (Options.TableWorkers of them, each of at least minPartRows

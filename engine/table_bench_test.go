@@ -15,8 +15,9 @@ import (
 // 8B-shaped latency runs) with roles drawn at pg19 λ = 5e-7's rates — alone ("table"), with the bookkeeping of the
 // slots each chunk of 64 changes and the list commitDelta builds from it at the chunk's end ("table+touch"), and
 // with the rows split over 8 goroutines (Options.TableWorkers; "parts": 4 runs of rows at batch 16, 8 at 32).
-// With 2 cores here (2026-11-29) "parts" is 2.0–2.6× slower than one pass (b16 238–305 ns per row and token, against
-// 115–119). On the H200 machine that share was 14.1 s of
+// With 2 cores here (2026-11-29) "parts" was 2.0–2.6× slower than one pass (b16 238–305 ns per row and token, against
+// 115–119; with the hole heap below, 97–99 against 54). On the H200 machine's 16 cores with the hole heap
+// (results/latency32k/bench-2026-11-29l.txt): b16 table 61, parts 104; b32 table 97, parts 78; b32 full 49. On the H200 machine that share was 14.1 s of
 // NAtS's 32.5 s prefill at batch 16 and 32k (results/latency32k/device-2026-11-29h.log): ~0.42 µs per row and token.
 // Measured here (2 cores, 2026-11-29, -benchtime 20000x, 3 runs each): with the code of those runs (Place also
 // zeroed H2O's and TOVA's Acc and Last; a mark per slot kept the list free of repeats), table 145–149 ns per row
