@@ -3,6 +3,7 @@ package engine
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
@@ -36,8 +37,8 @@ func (e *Engine) precompileWorkers() int {
 // it from the bucket below, and commitDelta at it with lists of 2·rows·T and 4·rows·T changes (a NAtS chunk lists
 // its placements and about as many evictions). Per engine, batch and chunk it queues each bucket once: a later
 // prefill (a timed run after a warm-up) queues only buckets above those queued before (a longer prompt). The
-// returned stop function drops the compiles not yet started (buckets this prefill did not reach) and waits for those
-// in flight, at most one per worker. A compile that fails here fails the chunk that waits for it with the same error.
+// returned stop function drops the compiles not yet started (buckets this prefill did not reach; a later prefill
+// queues them again) and waits for those in flight, at most one per worker. A compile that fails here fails the chunk that waits for it with the same error.
 func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	workers := e.precompileWorkers()
 	if workers == 0 || e.spec.kind != kindNAtS {
@@ -65,7 +66,8 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	if len(caps) == 0 {
 		return func() {}
 	}
-	e.precompiledTo[key] = caps[len(caps)-1]
+	queuedTo := e.precompiledTo[key]
+	e.precompiledTo[key] = caps[len(caps)-1] // until stop: a prefill that grows meanwhile queues nothing again
 	params := e.paramArgs()
 	ps := make([]shapes.Shape, len(params))
 	for i, p := range params {
@@ -86,49 +88,52 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	type job struct {
 		exec *graph.Exec
 		in   []shapes.Shape
+		cap  int // the bucket it is for
 	}
 	var jobs []job
-	add := func(x *graph.Exec, parts ...[]shapes.Shape) {
+	add := func(c int, x *graph.Exec, parts ...[]shapes.Shape) {
 		var in []shapes.Shape
 		for _, p := range parts {
 			in = append(in, p...)
 		}
-		jobs = append(jobs, job{x, in})
+		jobs = append(jobs, job{x, in, c})
 	}
 	for _, c := range caps {
-		add(e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
-		add(e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
+		add(c, e.prefillExec, ps, []shapes.Shape{shapes.Make(dtypes.Int32, B, T), scalar, scalar}, kv(c), []shapes.Shape{table(c), table(c)})
+		add(c, e.commitExec, kv(prev), kv(T), []shapes.Shape{table(c)})
 		for _, U := range []int{deltaLen(2 * rows * T), deltaLen(4 * rows * T)} {
-			add(e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), list(U), list(U), list(U), scalar})
+			add(c, e.commitDeltaExec, kv(c), kv(T), []shapes.Shape{table(c), table(c), list(U), list(U), list(U), scalar})
 		}
 		prev = c
 	}
-	ch := make(chan job)
+	ch := make(chan int) // job indices, in order
 	done := make(chan struct{})
+	started := make([]atomic.Bool, len(jobs))
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range ch {
+			for i := range ch {
 				select {
 				case <-done: // stopped while this job was being handed over
 					continue
 				default:
 				}
+				started[i].Store(true)
 				e.precompiled.Add(1)
 				e.compiling.Add(1)
 				time.Sleep(e.precompileDelay)
-				_, _ = j.exec.Compile(j.in...)
+				_, _ = jobs[i].exec.Compile(jobs[i].in...)
 				e.compiling.Add(-1)
 			}
 		}()
 	}
 	go func() {
 		defer close(ch)
-		for _, j := range jobs {
+		for i := range jobs {
 			select {
-			case ch <- j:
+			case ch <- i:
 			case <-done:
 				return
 			}
@@ -139,5 +144,17 @@ func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 			close(done)
 		}
 		wg.Wait()
+		// Only the buckets whose jobs all started (and all below them) count as queued: a later prefill with the same
+		// batch and chunk (the next prompt length of a latency run) queues the dropped ones again.
+		to := queuedTo
+		for i, j := range jobs {
+			if !started[i].Load() {
+				break
+			}
+			if i+1 == len(jobs) || jobs[i+1].cap != j.cap {
+				to = j.cap
+			}
+		}
+		e.precompiledTo[key] = to
 	}
 }

@@ -17,7 +17,8 @@ import (
 // bucket, and commitDelta graphs for the two list lengths per bucket compiled ahead plus one per (capacity, length)
 // a chunk used that was not among them; nothing else (a shape that differed from what a chunk passes would make the
 // chunk build its own). No compile is running when Prefill returns; a second prefill on the same engine queues
-// nothing, a longer one only the buckets above; a prefill that ends first drops the compiles not yet started.
+// nothing, a longer one only the buckets above; a prefill that ends first drops the compiles not yet started, and
+// the next prefill queues them again.
 func TestPrecompileMatchesPrefill(t *testing.T) {
 	cfg := tiny()
 	cfg.MaxSeqLen = 512
@@ -108,8 +109,17 @@ func TestPrecompileMatchesPrefill(t *testing.T) {
 	if d := maxDiff(run(quick, prompt).Logits, want.Logits); d > 1e-6 {
 		t.Fatalf("logits differ by %g when the compiles ahead are cut short", d)
 	}
-	if n := int(quick.precompiled.Load()); n >= 4*buckets {
-		t.Fatalf("all %d compiles ahead started though the prefill ended first", n)
+	cut := quick.precompiled.Load()
+	if int(cut) >= 4*buckets {
+		t.Fatalf("all %d compiles ahead started though the prefill ended first", cut)
+	}
+	// The dropped ones are queued again by the next prefill with the same batch and chunk (a latency run's next
+	// prompt length on the same engine), not taken as done.
+	quick.drainPrecompile = true
+	run(quick, prompt)
+	if n := quick.precompiled.Load(); int(n) < 4*buckets {
+		t.Fatalf("after a prefill that dropped compiles, the same prompt again started %d more (%d in all), want the rest of the %d",
+			n-cut, n, 4*buckets)
 	}
 }
 
