@@ -19,17 +19,18 @@ import (
 // must also be reported in the same order.
 func TestFastTableEqualsKVCache(t *testing.T) {
 	const L, B, H, n = 2, 2, 3, 400
-	freedLog := map[string][]int32{} // per case, every freed (row, slot, position), serial run
+	freedLog := map[string][]int32{}     // per case, every freed (row, slot, position), serial run
+	ratesLog := map[string][]RoleRates{} // per case, the NAtS decision rates per layer, serial run
 	for _, parallel := range []bool{false, true} {
 		if parallel {
 			defer func(a int) { minPartRows = a }(minPartRows)
 			minPartRows = 2
 		}
-		testFastTableEqualsKVCache(t, L, B, H, n, parallel, freedLog)
+		testFastTableEqualsKVCache(t, L, B, H, n, parallel, freedLog, ratesLog)
 	}
 }
 
-func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, freedLog map[string][]int32) {
+func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, freedLog map[string][]int32, ratesLog map[string][]RoleRates) {
 	cases := []struct {
 		name string
 		ev   kvcache.Evictor
@@ -141,10 +142,18 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 				if ft, ok := ft.(*fastTable); ok && parallel && len(ft.parts) < 2 {
 					t.Fatalf("%d runs of rows: the parallel path was not taken", len(ft.parts))
 				}
+				var rates []RoleRates
+				if ft, ok := ft.(*fastTable); ok {
+					rates = ft.RoleRates()
+				}
 				if !parallel {
-					freedLog[key] = freed
-				} else if !slices.Equal(freed, freedLog[key]) {
-					t.Fatalf("freed slots reported in another order than by the serial run (%d and %d entries)", len(freed), len(freedLog[key]))
+					freedLog[key], ratesLog[key] = freed, rates
+				} else if serial, ok := freedLog[key]; !ok {
+					t.Log("no serial run of this case to compare the order of the freed slots with")
+				} else if !slices.Equal(freed, serial) {
+					t.Fatalf("freed slots reported in another order than by the serial run (%d and %d entries)", len(freed), len(serial))
+				} else if !slices.Equal(rates, ratesLog[key]) {
+					t.Fatalf("decision rates %v, serial run %v", rates, ratesLog[key])
 				}
 			})
 		}
@@ -158,7 +167,10 @@ func TestPeakRow(t *testing.T) {
 	rows := L * B * H
 	defer func(a int) { minPartRows = a }(minPartRows)
 	minPartRows = 5
-	for _, c := range []struct{ want, workers int }{{0, 1}, {13, 1}, {rows - 1, 1}, {0, 4}, {13, 4}, {rows - 1, 4}} {
+	// tie: a second row that keeps everything too; the first row to reach the peak is named (with 4 workers the rows
+	// are in 4 runs of 6, so 7 and 13 are in different runs).
+	for _, c := range []struct{ want, tie, workers int }{{0, -1, 1}, {13, -1, 1}, {rows - 1, -1, 1}, {0, -1, 4}, {13, -1, 4}, {rows - 1, -1, 4},
+		{7, 13, 1}, {7, 13, 4}} {
 		want := c.want
 		tab := newFastTable(spec{kind: kindNAtS, window: 2, chunk: 1, needs: kvcache.Roles}, L, B, H, 16)
 		tab.workers = c.workers
@@ -167,11 +179,16 @@ func TestPeakRow(t *testing.T) {
 			roles[r] = uint8(kvcache.Window)
 		}
 		roles[want] = uint8(kvcache.Global)
+		if c.tie >= 0 {
+			roles[c.tie] = uint8(kvcache.Global)
+		}
 		for pos := int32(0); pos < 40; pos++ {
-			if err := tab.Place(pos); errors.Is(err, kvcache.ErrFull) {
+			err := tab.Place(pos)
+			if errors.Is(err, kvcache.ErrFull) {
 				tab.Grow(tab.NextCap())
 				err = tab.Place(pos)
-			} else if err != nil {
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			if err := tab.End(pos, roles, nil, nil); err != nil {
