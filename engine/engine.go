@@ -52,7 +52,7 @@ type Options struct {
 	PrecompileWorkers int
 	// TableWorkers is the number of goroutines over which the host slot table of Full, StreamingLLM and NAtS splits
 	// its rows (contiguous runs of at least 256) for each token's placement and evictions; 0 or 1 = one pass. It
-	// rarely pays (BenchmarkPrefillHostTable): on 2 cores 2 runs were 1.6–2× slower (a goroutine's hand-off to an
+	// rarely pays (BenchmarkPrefillHostTable): on 2 cores 2 runs were ~1.8× slower (a goroutine's hand-off to an
 	// idle core costs more than a run's work); on the H200 machine's 16 cores 8 runs took 2,048 rows (8B shape,
 	// batch 32) from 97 to 78 ns per row and token, and 4 runs of 1,024 rows from 61 to 104. The results are the
 	// same either way.

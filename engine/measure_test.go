@@ -76,8 +76,12 @@ func TestCalibratedRatesHoldAtLength(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(1, 1))
 	want := RoleRates{Global: 0.045, Local: 0.05, Window: 0.905}
-	if _, err := CalibrateRoles(e, randTokens(r, 2, 256, cfg.VocabSize), want, 1); err != nil {
+	cal, err := CalibrateRoles(e, randTokens(r, 2, 256, cfg.VocabSize), want, 1)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if cal.EmbedScale <= 1 || cal.CommonShare < minCommonShare {
+		t.Errorf("embeddings ×%g, common share %.3f: want them scaled up until the share reaches %g", cal.EmbedScale, cal.CommonShare, minCommonShare)
 	}
 	if _, err := e.Prefill(randTokens(r, 1, 2048, cfg.VocabSize), 256); err != nil {
 		t.Fatal(err)

@@ -145,40 +145,60 @@ func TestPrefillProgress(t *testing.T) {
 	}
 }
 
-// TestPrefillAgain: a second prefill on the same engine (another prompt, same shapes) gives what a fresh engine
-// gives, for every policy: nothing of the first prefill's device slot table or update lists carries over.
+// TestPrefillAgain: a second prefill on the same engine (another prompt, longer or shorter) gives what a fresh
+// engine gives, for every policy, with the host table in one pass and split over goroutines: prefill and decoding
+// logits, the tokens, the capacity, the KV fraction and the fullest row. Nothing of the first prefill's device slot
+// table, update lists or counters carries over (a latency run keeps one engine across its prompt lengths).
 func TestPrefillAgain(t *testing.T) {
 	cfg := tiny()
 	backend := testBackend(t)
+	defer func(a int) { minPartRows = a }(minPartRows)
+	minPartRows = 1
 	for _, m := range methods(t) {
-		t.Run(m.name, func(t *testing.T) {
-			params := testParams(cfg, m.masker, 5)
-			r := rand.New(rand.NewPCG(4, 4))
-			first, second := randTokens(r, 2, 19, cfg.VocabSize), randTokens(r, 2, 19, cfg.VocabSize)
-			chunk := m.chunks[len(m.chunks)-1]
-			prefill := func(e *Engine, prompt [][]int32) []float32 {
-				e.checkSlots = true
-				res, err := e.Prefill(prompt, chunk)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := e.Decode(3); err != nil {
-					t.Fatal(err)
-				}
-				return res.Logits
+		for _, workers := range []int{1, 3} {
+			for _, lens := range [][2]int{{19, 19}, {29, 13}, {13, 29}} {
+				t.Run(fmt.Sprintf("%s/workers=%d/%d,%d", m.name, workers, lens[0], lens[1]), func(t *testing.T) {
+					params := testParams(cfg, m.masker, 5)
+					r := rand.New(rand.NewPCG(4, 4))
+					first, second := randTokens(r, 2, lens[0], cfg.VocabSize), randTokens(r, 2, lens[1], cfg.VocabSize)
+					chunk := m.chunks[len(m.chunks)-1]
+					type out struct {
+						prefill, decode []float32
+						tokens          [][]int32
+						cap, maxRow     int
+						kv              float64
+					}
+					run := func(e *Engine, prompt [][]int32) out {
+						e.checkSlots = true
+						res, err := e.Prefill(prompt, chunk)
+						if err != nil {
+							t.Fatal(err)
+						}
+						d, err := e.Decode(3)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return out{res.Logits, d.Logits, d.Tokens, e.Cap(), e.MaxRowTokens(), e.KVFraction()}
+					}
+					mk := func() *Engine {
+						e, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true, Staging: 2, TableWorkers: workers})
+						if err != nil {
+							t.Fatal(err)
+						}
+						return e
+					}
+					reused := mk()
+					run(reused, first)
+					got, want := run(reused, second), run(mk(), second)
+					if d := max(maxDiff(got.prefill, want.prefill), maxDiff(got.decode, want.decode)); d > 1e-6 {
+						t.Fatalf("a second prefill on the same engine differs from a fresh engine's by %g", d)
+					}
+					if fmt.Sprint(got.tokens) != fmt.Sprint(want.tokens) || got.cap != want.cap || got.maxRow != want.maxRow || got.kv != want.kv {
+						t.Fatalf("reused engine: tokens %v, capacity %d, fullest row %d, KV fraction %g; fresh: %v, %d, %d, %g",
+							got.tokens, got.cap, got.maxRow, got.kv, want.tokens, want.cap, want.maxRow, want.kv)
+					}
+				})
 			}
-			mk := func() *Engine {
-				e, err := New(backend, cfg, m.masker, m.evictor, params, Options{AllLogits: true, Staging: 2})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return e
-			}
-			reused := mk()
-			prefill(reused, first)
-			if d := maxDiff(prefill(reused, second), prefill(mk(), second)); d > 1e-6 {
-				t.Fatalf("a second prefill on the same engine differs from a fresh engine's by %g", d)
-			}
-		})
+		}
 	}
 }

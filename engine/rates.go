@@ -20,11 +20,14 @@ import (
 // maxEmbedScale bounds the scale.
 const minCommonShare, maxEmbedScale = 0.5, 1024
 
-// Calibration is what CalibrateRoles did: the rates it achieves per layer on the calibration prompts, and the
-// factor it scaled the embeddings by.
+// Calibration is what CalibrateRoles did: the rates it achieves per layer on the calibration prompts, the factor it
+// scaled the embeddings by, and the smallest mean cosine over layers between a layer's normed input and the common
+// direction at that scale (measured before the scorers were set; below minCommonShare only when the scale reached
+// maxEmbedScale, and then the rates may drift on longer prompts).
 type Calibration struct {
-	Rates      []RoleRates
-	EmbedScale float64
+	Rates       []RoleRates
+	EmbedScale  float64
+	CommonShare float64
 }
 
 // RoleRates are the fractions of NAtS decisions (tokens, or chunks for NAtS-chunk) per role; they sum to 1.
@@ -45,7 +48,7 @@ type RoleRates struct{ Global, Local, Window float64 }
 // fell in the Local band and their rows kept most of the context). CalibrateRoles therefore scales the embeddings
 // (with m·e) by the smallest power of two for which every layer's normed input keeps a mean cosine ≥ 0.5 with e
 // on the calibration prompts (layer 0 has ≈ 0.71), so that each layer's input stays mostly the token's own
-// embedding at any length. Per layer and KV head it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the
+// embedding at any length. (With tied embeddings the logits scale too, which changes no greedy token.) Per layer and KV head it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the
 // calibration inputs (pooled per NAtS chunk), picks t₁ = the (1−Global) quantile and t₀ = the Window quantile of
 // r, and sets the scorer columns to α(u − t₁e) (Global), 0 (Local) and α(t₀e − u) (Window), with α large enough
 // that the +GlobalBonus is negligible. The role logits are then α·k·(r − t₁), 0 and α·k·(t₀ − r): Global when
@@ -96,17 +99,22 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) (C
 			base[t*d+j] = float64(wte[t*d+j]) + m*eDir[j]
 		}
 	}
-	var scale float64
+	var scale, share float64
+	var made *tensors.Tensor // the embeddings this loop made last (the caller's own are left to the caller)
 	for scale = 1; ; scale *= 2 {
 		for i, v := range base {
 			wte[i] = float32(scale * v)
 		}
-		e.Params.Values[wi] = tensors.FromFlatDataAndDimensions(slices.Clone(wte), cfg.VocabSize, d)
+		if made != nil {
+			made.FinalizeAll() // its device copy too: at d 4096 and 50k tokens, 824 MB a scale
+		}
+		made = tensors.FromFlatDataAndDimensions(slices.Clone(wte), cfg.VocabSize, d)
+		e.Params.Values[wi] = made
 		normed, _, T, err := e.probe(calib)
 		if err != nil {
 			return Calibration{}, err
 		}
-		share := 1.0
+		share = 1.0
 		for l := 0; l < L; l++ {
 			var mean float64
 			X := e.pooledInputs(normed, l, len(calib), len(calib[0]), T)
@@ -164,7 +172,7 @@ func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) (C
 	if err != nil {
 		return Calibration{}, err
 	}
-	return Calibration{Rates: e.roleRates(roles, len(calib), len(calib[0]), T), EmbedScale: scale}, nil
+	return Calibration{Rates: e.roleRates(roles, len(calib), len(calib[0]), T), EmbedScale: scale, CommonShare: share}, nil
 }
 
 // probe runs the prefill graph over prompts from an empty cache in one chunk and returns the normed layer inputs

@@ -39,7 +39,8 @@ type table interface {
 	PeakRow() int
 }
 
-// newTable returns the table for a policy: the O(1)-per-token fast table for Full, StreamingLLM and NAtS (growing
+// newTable returns the table for a policy: the fast table for Full, StreamingLLM and NAtS (O(log holes) per row and
+// token; growing
 // in kvcache.BucketSteps(·, steps) buckets, its rows split over workers goroutines), kvcache.Cache for any other
 // evictor (bounded by its budget; powers of two).
 func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity, steps, workers int) (table, error) {
@@ -70,8 +71,9 @@ type fastRow struct {
 
 // fastTable reproduces kvcache.Cache with policy.Full, policy.StreamingLLM or policy.NAtS exactly (same slots,
 // same roles) at O(log holes) per token and row instead of O(Cap): the lowest free slot is the lowest hole an
-// eviction left (a heap) or else the lowest never-used slot (a counter), and the tokens a policy evicts next sit at the head of a queue (window tokens, in position order) or in a
-// list (NAtS Local tokens, all evicted by the next Global decision).
+// eviction left (a heap) or else the lowest never-used slot (a counter), and the tokens a policy evicts next sit
+// at the head of a queue (window tokens, in position order) or in a list (NAtS Local tokens, all evicted by the
+// next Global decision).
 type fastTable struct {
 	s       spec
 	b, h    int

@@ -133,8 +133,8 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		if err != nil {
 			return fmt.Errorf("%s: %w", info.key, err)
 		}
-		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens, embeddings ×%g (layer 0: %v)\n",
-			short(info.key), lc.RoleRates, len(calib), got.EmbedScale, got.Rates[0])
+		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens, embeddings ×%g (common share %.2f; layer 0: %v)\n",
+			short(info.key), lc.RoleRates, len(calib), got.EmbedScale, got.CommonShare, got.Rates[0])
 	}
 	// The rows are written after every prompt length, so a run cut short (a device call's time limit, a crash) keeps
 	// the lengths it finished: a later attempt reads them back and measures only the others.
@@ -142,9 +142,9 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	rows, done := earlierLatencyRows(path, env.Log)
 	gpu := cudaSampler(env)
 	now := time.Now()
-	// One engine for every length: its compiled graphs (a step per capacity bucket, a prefill per chunk shape and
-	// bucket) serve the lengths that share them, so only the first length to need a graph compiles it — most of
-	// a short length's time on the GPU was compiling (each length's warm-up run keeps compiles out of the timings).
+	// One engine for every length: its compiled graphs serve the lengths that share their shapes (decoding steps and
+	// commits at a capacity bucket; prefill graphs only where the lengths' chunks agree, as H2O's and TOVA's do), so
+	// only the first length to need a graph compiles it (each length's warm-up run keeps compiles out of the timings).
 	e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
 	if err != nil {
 		return fmt.Errorf("%s: %w", info.key, err)
