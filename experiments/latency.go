@@ -119,6 +119,7 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 				info.key, n, lc.BatchSize, err, float64(limit)/(1<<30), how)
 		}
 	}
+	calScale := 0.0 // the calibration's embedding scale (random-weight NAtS only), stored with every length's rows
 	if fromDir == "" && rc.Method.Name == "nats" {
 		// Random weights: give the NAtS scorer trained-like role rates (engine.CalibrateRoles).
 		if len(lc.RoleRates) != 3 {
@@ -135,11 +136,12 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		}
 		fmt.Fprintf(env.Log, "  latency %s: random weights calibrated to role rates %v on %d tokens, embeddings ×%g (common share %.2f; layer 0: %v)\n",
 			short(info.key), lc.RoleRates, len(calib), got.EmbedScale, got.CommonShare, got.Rates[0])
+		calScale = got.EmbedScale
 	}
 	// The rows are written after every prompt length, so a run cut short (a device call's time limit, a crash) keeps
 	// the lengths it finished: a later attempt reads them back and measures only the others.
 	path := filepath.Join(dir, results.MetricsFile)
-	rows, done := earlierLatencyRows(path, env.Log)
+	rows, done := earlierLatencyRows(path, env.Log, calScale)
 	gpu := cudaSampler(env)
 	now := time.Now()
 	// One engine for every length: its compiled graphs serve the lengths that share their shapes (decoding steps and
@@ -214,6 +216,11 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 			dev += fmt.Sprintf(", copy bandwidth %.3g B/s (floor of kept K/V + weights %.2f ms, of the buffers + weights %.2f)",
 				res.BandwidthBytesPerSecond, res.FloorMs, res.BufferFloorMs)
 		}
+		if calScale > 0 {
+			row := info.row("latency", "test", "calib_embed_scale", float64(n), calScale, 1)
+			row.Time = now
+			rows = append(rows, row)
+		}
 		row := info.row("latency", "test", "peak_mem_bytes", float64(n), peak, 1)
 		row.Time = now
 		rows = append(rows, row)
@@ -237,8 +244,11 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 
 // earlierLatencyRows returns the rows an earlier, unfinished attempt of a latency run left in path and the prompt
 // lengths they complete (a length's rows are written together, its peak_mem_bytes row last), or nothing when there
-// is no such file. A file that cannot be read is reported and measured again.
-func earlierLatencyRows(path string, log io.Writer) ([]Row, map[int]bool) {
+// is no such file. A file that cannot be read is reported and measured again. calScale > 0 is this attempt's role
+// calibration (engine.Calibration.EmbedScale): a finished length whose calib_embed_scale row differs or is missing
+// was measured with other weights (the run ID hashes the config, not the calibration code), so every length is
+// measured again.
+func earlierLatencyRows(path string, log io.Writer, calScale float64) ([]Row, map[int]bool) {
 	done := map[int]bool{}
 	if _, err := os.Stat(path); err != nil {
 		return nil, done
@@ -248,9 +258,22 @@ func earlierLatencyRows(path string, log io.Writer) ([]Row, map[int]bool) {
 		fmt.Fprintf(log, "  %s: %v; measuring every prompt length again\n", path, err)
 		return nil, done
 	}
+	scale := map[int]float64{}
 	for _, r := range prev {
 		if r.Task == "latency" && r.Metric == "peak_mem_bytes" {
 			done[int(r.X)] = true
+		}
+		if r.Task == "latency" && r.Metric == "calib_embed_scale" {
+			scale[int(r.X)] = r.Value
+		}
+	}
+	if calScale > 0 {
+		for n := range done {
+			if scale[n] != calScale {
+				fmt.Fprintf(log, "  %s: prompt %d was measured with another role calibration (embeddings ×%g, now ×%g); measuring every prompt length again\n",
+					path, n, scale[n], calScale)
+				return nil, map[int]bool{}
+			}
 		}
 	}
 	var rows []Row

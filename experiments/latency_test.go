@@ -1,12 +1,14 @@
 package experiments
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"natsbench/model"
+	"natsbench/results"
 )
 
 func TestPrefillChunk(t *testing.T) {
@@ -143,5 +145,41 @@ func TestCUDASampler(t *testing.T) {
 	log.Reset()
 	if s := cudaSampler(Env{Backend: "xla:cuda", Device: 0, Log: &log}); s != nil || !strings.Contains(log.String(), "no device_used_bytes") {
 		t.Errorf("nvidia-smi failing: sampler %v, log %q", s, log.String())
+	}
+}
+
+// TestEarlierLatencyRowsCalibration: an interrupted random-weight NAtS run resumes from its finished lengths only
+// when they were measured with this attempt's role calibration (the embeddings' scale); otherwise, or when the
+// rows carry no scale (written before the scaling), every length is measured again. Runs without a calibration
+// (scale 0) resume as before.
+func TestEarlierLatencyRowsCalibration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metrics.parquet")
+	row := func(metric string, x, v float64) Row {
+		return Row{RunID: "r", Sweep: "s", Key: "nats,seed=0", Name: "nats", Method: "nats", Task: "latency", Split: "test",
+			Metric: metric, Step: -1, X: x, Value: v, N: 1}
+	}
+	write := func(rows ...Row) {
+		if err := results.WriteRows(path, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(row("decode_ms_per_token", 16, 1.5), row("calib_embed_scale", 16, 64), row("peak_mem_bytes", 16, 100),
+		row("decode_ms_per_token", 32, 1.6)) // 32 was cut before its peak_mem_bytes row
+	for _, c := range []struct {
+		scale float64
+		kept  int
+	}{{64, 3}, {0, 3}, {32, 0}} {
+		var log strings.Builder
+		rows, done := earlierLatencyRows(path, &log, c.scale)
+		if len(rows) != c.kept || done[16] != (c.kept > 0) || done[32] {
+			t.Errorf("scale %g: kept %d rows, done %v; want %d rows (log %q)", c.scale, len(rows), done, c.kept, log.String())
+		}
+		if c.kept == 0 && !strings.Contains(log.String(), "another role calibration") {
+			t.Errorf("scale %g: log %q does not say why it measures again", c.scale, log.String())
+		}
+	}
+	write(row("decode_ms_per_token", 16, 1.5), row("peak_mem_bytes", 16, 100)) // before the scaling: no scale row
+	if rows, _ := earlierLatencyRows(path, io.Discard, 64); len(rows) != 0 {
+		t.Errorf("rows without a calibration scale were kept for a calibrated attempt: %v", rows)
 	}
 }

@@ -73,6 +73,7 @@ var registry = []Metric{
 	{Name: "role_global_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Global in the timed run (mean over layers)"},
 	{Name: "role_local_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Local in the timed run (mean over layers)"},
 	{Name: "role_window_rate", Unit: "fraction", X: "prompt_len", Doc: "NAtS: share of decisions that were Sliding-window in the timed run (mean over layers)"},
+	{Name: "calib_embed_scale", Unit: "factor", X: "prompt_len", Doc: "random-weight NAtS: the factor engine.CalibrateRoles scaled the embeddings by (1 on shapes that need no scaling; absent before 2026-11-29's scaling)"},
 }
 
 var byName = func() map[string]Metric {
