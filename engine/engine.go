@@ -531,11 +531,7 @@ func (e *Engine) reset(B, capacity int) error {
 	}
 	// The last prefill's buffers go now, not when the collector finds them: the new ones would sit beside them on the
 	// device (every call before this has read its outputs, so none is in use).
-	for _, ts := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr, {e.valid, e.state, e.lastLogits}} {
-		e.garbage = append(e.garbage, ts...)
-	}
-	e.dropSlots()
-	e.flushGarbage()
+	e.Release()
 	e.tab, e.batch = t, B
 	L, KV, hd, R := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim(), e.Options.Staging
 	e.K, e.V = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
@@ -869,6 +865,21 @@ func (e *Engine) commitDest(sk, sv []*tensors.Tensor, base, upto int32) error {
 	e.destCommits++
 	e.track(0)
 	return nil
+}
+
+// Release frees the cache's device buffers (K/V, staging, validity, slot table, decoder state) now instead of at
+// the next Prefill, keeping the compiled graphs: an engine reused across prompt lengths then holds no cache while
+// the next length measures the copy bandwidth or allocates its own. Decoding needs a Prefill again.
+func (e *Engine) Release() {
+	for _, ts := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr, {e.valid, e.state, e.lastLogits}} {
+		e.garbage = append(e.garbage, ts...)
+	}
+	e.dropSlots()
+	e.flushGarbage()
+	e.K, e.V, e.Kr, e.Vr = nil, nil, nil, nil
+	e.valid, e.state, e.lastLogits, e.next = nil, nil, nil, nil
+	e.tab, e.devCap, e.batch = nil, 0, 0
+	e.clearUpdates()
 }
 
 // flushGarbage frees replaced device buffers; called after a host read has synchronised the device.

@@ -145,8 +145,8 @@ func TestPrefillProgress(t *testing.T) {
 	}
 }
 
-// TestPrefillAgain: a second prefill on the same engine (another prompt, longer or shorter) gives what a fresh
-// engine gives, for every policy, with the host table in one pass and split over goroutines: prefill and decoding
+// TestPrefillAgain: a second prefill on the same engine (another prompt, longer or shorter, with or without a
+// Release between) gives what a fresh engine gives, for every policy, with the host table in one pass and split over goroutines: prefill and decoding
 // logits, the tokens, the capacity, the KV fraction and the fullest row. Nothing of the first prefill's device slot
 // table, update lists or counters carries over (a latency run keeps one engine across its prompt lengths).
 func TestPrefillAgain(t *testing.T) {
@@ -157,6 +157,7 @@ func TestPrefillAgain(t *testing.T) {
 	for _, m := range methods(t) {
 		for _, workers := range []int{1, 3} {
 			for _, lens := range [][2]int{{19, 19}, {29, 13}, {13, 29}} {
+				release := lens[0] > lens[1] // Release between the two: decoding then needs a prefill
 				t.Run(fmt.Sprintf("%s/workers=%d/%d,%d", m.name, workers, lens[0], lens[1]), func(t *testing.T) {
 					params := testParams(cfg, m.masker, 5)
 					r := rand.New(rand.NewPCG(4, 4))
@@ -189,6 +190,12 @@ func TestPrefillAgain(t *testing.T) {
 					}
 					reused := mk()
 					run(reused, first)
+					if release {
+						reused.Release()
+						if _, err := reused.Decode(1); err == nil || reused.Cap() != 0 || reused.CacheBytes() != 0 {
+							t.Fatalf("after Release: Decode err %v, capacity %d, cache bytes %d", err, reused.Cap(), reused.CacheBytes())
+						}
+					}
 					got, want := run(reused, second), run(mk(), second)
 					if d := max(maxDiff(got.prefill, want.prefill), maxDiff(got.decode, want.decode)); d > 1e-6 {
 						t.Fatalf("a second prefill on the same engine differs from a fresh engine's by %g", d)

@@ -178,6 +178,7 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 				fmt.Fprintf(env.Log, "  latency %s: %v (no device_used_bytes row)\n", short(info.key), serr)
 			}
 		}
+		e.Release() // the next length measures the copy bandwidth and allocates its cache without this one's
 		if err != nil {
 			return fmt.Errorf("%s: prompt %d: %w", info.key, n, err)
 		}
