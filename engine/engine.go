@@ -548,11 +548,8 @@ func (e *Engine) reset(B, capacity int) error {
 	}
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
-	e.valid = nil
-	e.pos, e.base = 0, 0
-	e.next, e.lastLogits = nil, nil
+	e.pos, e.base = 0, 0 // Release left no validity, logits, next tokens or queued updates
 	rows := L * B * KV
-	e.clearUpdates()
 	e.stagedSlots, e.recN = make([]int32, rows*R), 0
 	e.needFull = true
 	e.peakCache, e.peakTotal = 0, 0

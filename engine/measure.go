@@ -202,6 +202,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 		}
 	}
 	var host, dev, commit, prep, outs []float64
+	defer func(p func(done, total int)) { e.Options.Progress = p }(e.Options.Progress) // the caller's, after the runs
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
 		if o.Log != nil { // a long prefill (the first compiles its graphs) says where it is every 30 s
 			start, last := time.Now(), time.Now()

@@ -38,7 +38,8 @@ func (e *Engine) precompileWorkers() int {
 // its placements and about as many evictions). Per engine, batch and chunk it queues each bucket once: a later
 // prefill (a timed run after a warm-up) queues only buckets above those queued before (a longer prompt). The
 // returned stop function drops the compiles not yet started (buckets this prefill did not reach; a later prefill
-// queues them again) and waits for those in flight, at most one per worker. A compile that fails here fails the chunk that waits for it with the same error.
+// queues them again) and waits for those in flight, at most one per worker. A compile that fails here fails the
+// chunk that waits for it with the same error.
 func (e *Engine) precompile(B, T, from, n int) (stop func()) {
 	workers := e.precompileWorkers()
 	if workers == 0 || e.spec.kind != kindNAtS {

@@ -41,20 +41,21 @@ type RoleRates struct{ Global, Local, Window float64 }
 // coordinates, so on symmetric random inputs no role can get more than half of the decisions. CalibrateRoles
 // first gives the inputs a common direction: it adds m·e to every token embedding, e a random unit vector with
 // zero sum (LayerNorm keeps it) and m the typical embedding norm, so that every layer's normed input x has
-// k = x·e > 0. The common direction must survive the layers: at random initialisation a block's output grows with
-// d (its projections sum d terms of std 0.02) while the embeddings do not, so on wide models (d 4096) the deeper
+// k = x·e > 0. The common direction must survive the layers: at random initialisation a block's output grows with d
+// (its projections sum d terms of std 0.02) while the embeddings do not, so on wide models (d 4096) the deeper
 // layers' inputs are mostly attention and MLP output. Attention output averages over the context and so changes
 // with the prompt's length, and the roles calibrated on short prompts drifted at 32k (some heads' decisions all
 // fell in the Local band and their rows kept most of the context). CalibrateRoles therefore scales the embeddings
-// (with m·e) by the smallest power of two for which every layer's normed input keeps a mean cosine ≥ 0.5 with e
-// on the calibration prompts (layer 0 has ≈ 0.71), so that each layer's input stays mostly the token's own
-// embedding at any length. (With tied embeddings the logits scale too, which changes no greedy token.) Per layer and KV head it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the
-// calibration inputs (pooled per NAtS chunk), picks t₁ = the (1−Global) quantile and t₀ = the Window quantile of
-// r, and sets the scorer columns to α(u − t₁e) (Global), 0 (Local) and α(t₀e − u) (Window), with α large enough
-// that the +GlobalBonus is negligible. The role logits are then α·k·(r − t₁), 0 and α·k·(t₀ − r): Global when
-// r > t₁, Window when r < t₀, Local in between — the requested rates on the calibration data. Layers are
-// calibrated in order, each on inputs computed with the earlier layers' final scorers (the roles change the
-// attention and so the later layers' inputs). The first token (chunk) is forced Global and is left out.
+// (with m·e) by the smallest power of two for which every layer's normed input keeps a mean cosine ≥ 0.5 with e on
+// the calibration prompts (layer 0 has ≈ 0.71), so that each layer's input stays mostly the token's own embedding
+// at any length. (With tied embeddings the logits scale too, which changes no greedy token.) Per layer and KV head
+// it takes a random unit direction u ⟂ e and the ratio r = (x·u)/k over the calibration inputs (pooled per NAtS
+// chunk), picks t₁ = the (1−Global) quantile and t₀ = the Window quantile of r, and sets the scorer columns to
+// α(u − t₁e) (Global), 0 (Local) and α(t₀e − u) (Window), with α large enough that the +GlobalBonus is negligible. The
+// role logits are then α·k·(r − t₁), 0 and α·k·(t₀ − r): Global when r > t₁, Window when r < t₀, Local in between —
+// the requested rates on the calibration data. Layers are calibrated in order, each on inputs computed with the
+// earlier layers' final scorers (the roles change the attention and so the later layers' inputs). The first token
+// (chunk) is forced Global and is left out.
 func CalibrateRoles(e *Engine, calib [][]int32, rates RoleRates, seed uint64) (Calibration, error) {
 	if err := e.init(); err != nil {
 		return Calibration{}, err

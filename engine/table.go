@@ -40,9 +40,8 @@ type table interface {
 }
 
 // newTable returns the table for a policy: the fast table for Full, StreamingLLM and NAtS (O(log holes) per row and
-// token; growing
-// in kvcache.BucketSteps(·, steps) buckets, its rows split over workers goroutines), kvcache.Cache for any other
-// evictor (bounded by its budget; powers of two).
+// token; growing in kvcache.BucketSteps(·, steps) buckets, its rows split over workers goroutines), kvcache.Cache
+// for any other evictor (bounded by its budget; powers of two).
 func newTable(s spec, ev kvcache.Evictor, layers, b, h, capacity, steps, workers int) (table, error) {
 	if s.kind == kindGeneric {
 		c, err := kvcache.New(layers, b, h, capacity, ev)
