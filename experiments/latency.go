@@ -105,15 +105,19 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		how += ", less the weights"
 	}
 	fmt.Fprintf(env.Log, "  K/V memory limit %.1f GiB (%s)\n", float64(limit)/(1<<30), how)
+	// One engine for the checks, the calibration and every length: its compiled graphs serve the lengths that share
+	// their shapes (decoding steps and commits at a capacity bucket; prefill graphs only where the lengths' chunks
+	// agree, as H2O's and TOVA's do), so only the first length to need a graph compiles it (each length's warm-up
+	// run keeps compiles out of the timings), and the weights' device copies are made once.
+	eopt := engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit, GrowthSteps: lc.GrowthSteps, TableWorkers: lc.TableWorkers}
+	e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
+	if err != nil {
+		return fmt.Errorf("%s: %w", info.key, err)
+	}
 	// Refuse, before any measurement, a prompt whose cache cannot fit (the engine's own first allocation: full
 	// attention keeps prompt + decoded tokens, the budget policies their budget; NAtS grows with what it keeps and
 	// is checked as it grows) or that is past the position limit.
-	eopt := engine.Options{MaxNewTokens: lc.DecodeTokens, MemLimitBytes: limit, GrowthSteps: lc.GrowthSteps, TableWorkers: lc.TableWorkers}
 	for _, n := range lc.PromptLens {
-		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
-		if err != nil {
-			return fmt.Errorf("%s: %w", info.key, err)
-		}
 		if err := e.CheckFits(lc.BatchSize, n, prefillChunk(mcfg, rc.Method, lc.BatchSize, n)); err != nil {
 			return fmt.Errorf("%s: latency.prompt_lens: %d tokens (batch %d): %w (K/V limit %.1f GiB: %s)",
 				info.key, n, lc.BatchSize, err, float64(limit)/(1<<30), how)
@@ -124,10 +128,6 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 		// Random weights: give the NAtS scorer trained-like role rates (engine.CalibrateRoles).
 		if len(lc.RoleRates) != 3 {
 			return fmt.Errorf("%s: method nats without `from` needs latency.role_rates = [global, local, window]", info.key)
-		}
-		e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
-		if err != nil {
-			return fmt.Errorf("%s: %w", info.key, err)
 		}
 		calib := calibPrompt(prompt, lc.calibLen(longest), mcfg.VocabSize, info.seed)
 		got, err := engine.CalibrateRoles(e, [][]int32{calib}, engine.RoleRates{Global: lc.RoleRates[0], Local: lc.RoleRates[1], Window: lc.RoleRates[2]}, info.seed)
@@ -144,13 +144,6 @@ func runLatency(ctx context.Context, rc RunConfig, info runInfo, dir, fromDir st
 	rows, done := earlierLatencyRows(path, env.Log, calScale)
 	gpu := cudaSampler(env)
 	now := time.Now()
-	// One engine for every length: its compiled graphs serve the lengths that share their shapes (decoding steps and
-	// commits at a capacity bucket; prefill graphs only where the lengths' chunks agree, as H2O's and TOVA's do), so
-	// only the first length to need a graph compiles it (each length's warm-up run keeps compiles out of the timings).
-	e, err := engine.New(backend, mcfg, masker, evictor, params, eopt)
-	if err != nil {
-		return fmt.Errorf("%s: %w", info.key, err)
-	}
 	for _, n := range lc.PromptLens {
 		if err := ctx.Err(); err != nil {
 			return err
