@@ -87,11 +87,8 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 					}
 					e.beginTouch()
 				}
-				if err := tab.Place(pos); err != nil {
-					tab.Grow(tab.NextCap())
-					if err := tab.Place(pos); err != nil {
-						b.Fatal(err)
-					}
+				if err := placeGrowing(tab, pos); err != nil {
+					b.Fatal(err)
 				}
 				if touch {
 					for row, s := range tab.Slots() {

@@ -77,15 +77,10 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 							roles[k] = uint8(kvcache.Global)
 						}
 					}
-					err := ft.Place(pos)
-					if errors.Is(err, kvcache.ErrFull) {
-						ft.Grow(ft.NextCap())
-						err = ft.Place(pos)
-					}
-					if err != nil {
+					if err := placeGrowing(ft, pos); err != nil {
 						t.Fatal(err)
 					}
-					_, err = ref.Begin()
+					_, err := ref.Begin()
 					if errors.Is(err, kvcache.ErrFull) {
 						ref.Grow(ref.NextCap())
 						_, err = ref.Begin()
@@ -160,6 +155,17 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 	}
 }
 
+// placeGrowing places pos, growing the table to its next capacity when a row is full (as Engine.place does, without
+// the memory check).
+func placeGrowing(tab table, pos int32) error {
+	err := tab.Place(pos)
+	if errors.Is(err, kvcache.ErrFull) {
+		tab.Grow(tab.NextCap())
+		err = tab.Place(pos)
+	}
+	return err
+}
+
 // TestPeakRow: the fullest row is named, and Engine.MaxRow turns it into (layer, batch row, KV head): NAtS with one
 // row deciding Global every time (it keeps everything) and the others Window.
 func TestPeakRow(t *testing.T) {
@@ -183,12 +189,7 @@ func TestPeakRow(t *testing.T) {
 			roles[c.tie] = uint8(kvcache.Global)
 		}
 		for pos := int32(0); pos < 40; pos++ {
-			err := tab.Place(pos)
-			if errors.Is(err, kvcache.ErrFull) {
-				tab.Grow(tab.NextCap())
-				err = tab.Place(pos)
-			}
-			if err != nil {
+			if err := placeGrowing(tab, pos); err != nil {
 				t.Fatal(err)
 			}
 			if err := tab.End(pos, roles, nil, nil); err != nil {

@@ -71,8 +71,7 @@ const (
 // the workspace sharing one) and the 16 masks take 32 GiB, where the formula counts 4 × 16 GiB and 2 masks; the sum
 // meets the plan (105.9 GiB estimated, 105.6 GiB planned, of which 15.0 GiB inputs). How many masks XLA keeps
 // depends on the number of layers (16 of 32 here) and on its scheduling, so other layer counts, head ratios and
-// lengths are extrapolations.
-// The earlier 4-layer plans (103.2 GiB at 16k, before the carrier stopped capturing
+// lengths are extrapolations. The earlier 4-layer plans (103.2 GiB at 16k, before the carrier stopped capturing
 // each layer's forward q, k, v and output; 61.4 GiB at 8k unblocked) do not fit one formula with this one.
 const (
 	fusedBlockF32Terms = 7
