@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"natsbench/internal/cudaprof"
 	"natsbench/kvcache"
 	"natsbench/model"
 	"natsbench/nats"
@@ -152,6 +154,123 @@ func TestGPUFigure4(t *testing.T) {
 			}
 			fmt.Printf("%-13s %6d %10.4f %10.4f %9.3f %9.3f %8.3f %8.3f %8.4f %7.1f %12.2f %10.4f %8d\n", m.name, n, r.PrefillMedian, r.PrefillP90,
 				r.DecodeMedian, r.DecodeP90, r.HostMsPerToken, r.DeviceMsPerToken, r.FloorMs, r.DecodeOverFloor, float64(r.PeakCacheBytes)/1e6, r.KVFraction, r.Cap)
+		}
+	}
+}
+
+// TestGPUStepGraph times the decoding step graph alone — the device part of a step, with no host table — on the
+// 8B-shaped attention of sweeps/latency32k.toml (d 4096, 32 heads, 8 KV heads, 8 layers, bf16) at a batch
+// (NATSBENCH_STEP_BATCH, default 32) and capacities (NATSBENCH_STEP_RUNS, default "full:33792,nats:2560": full
+// attention's and NAtS's buffers at 32k in results/latency32k). The buffers hold zeros and every slot is valid: a
+// step's device time does not depend on the values. With NATSBENCH_PROFILE_STEPS = n it then brackets n more steps
+// with cuProfilerStart/Stop, for `ncu --profile-from-start off`. NATSBENCH_STEP_N sets the steps per timed repeat
+// (default 50).
+func TestGPUStepGraph(t *testing.T) {
+	backend := sharedGPU(t)
+	envInt := func(k string, def int) int {
+		if s := os.Getenv(k); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				t.Fatalf("%s=%q: %v", k, s, err)
+			}
+			return n
+		}
+		return def
+	}
+	B, prof := envInt("NATSBENCH_STEP_BATCH", 32), envInt("NATSBENCH_PROFILE_STEPS", 0)
+	runs := "full:33792,nats:2560"
+	if s := os.Getenv("NATSBENCH_STEP_RUNS"); s != "" {
+		runs = s
+	}
+	cfg := model.Config{VocabSize: 50304, DModel: 4096, NLayers: 8, NHeads: 32, NKVHeads: 8, FFNMult: 4, MaxSeqLen: 33024,
+		RopeTheta: 500000, RopeScaling: "none", DType: "bfloat16"}
+	L, KV, d := cfg.NLayers, cfg.KVHeads(), cfg.DModel
+	for _, run := range strings.Split(runs, ",") {
+		name, capS, _ := strings.Cut(run, ":")
+		capacity, err := strconv.Atoi(capS)
+		if err != nil {
+			t.Fatalf("NATSBENCH_STEP_RUNS %q: %v", run, err)
+		}
+		var m model.Masker
+		var ev kvcache.Evictor
+		if name == "nats" {
+			m, ev = mustNAtS(t, nats.Config{Window: 16, Chunk: 1, GlobalBonus: 0.1}), policy.NAtS{Window: 16}
+		}
+		start := time.Now()
+		e, err := New(backend, cfg, m, ev, model.NewParams(model.Specs(cfg, m), 1), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.reset(B, capacity); err != nil {
+			t.Fatal(err)
+		}
+		R := e.Options.Staging
+		w := capacity + R
+		ones := make([]float32, L*B*KV*w)
+		for i := range ones {
+			ones[i] = 1
+		}
+		valid := tensors.FromFlatDataAndDimensions(ones, L, B, KV, w)
+		state := tensors.FromFlatDataAndDimensions(make([]float32, L*B*d), L, B, d)
+		U := 4096 // as a step after evictions: L·B·KV staging marks, padded
+		ui, uv := make([]int32, U), make([]float32, U)
+		for i := range ui {
+			ui[i] = int32(i * (w - 1) % (L * B * KV * w))
+		}
+		idx, val := tensors.FromFlatDataAndDimensions(ui, U, 1), tensors.FromFlatDataAndDimensions(uv, U)
+		tok := tensors.FromFlatDataAndDimensions(make([]int32, B), B)
+		if err := e.toDevice(valid, state, idx, val, tok); err != nil {
+			t.Fatal(err)
+		}
+		args := e.paramArgs()
+		args = append(args, tok, int32(100), int32(3))
+		for _, ts := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr} {
+			for _, x := range ts {
+				args = append(args, x)
+			}
+		}
+		args = append(args, valid, state, idx, val)
+		step := func() {
+			out, err := e.stepExec.Exec(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = tensors.MustCopyFlatData[int32](out[2*L+2])
+			for _, o := range out {
+				o.FinalizeAll()
+			}
+		}
+		step()
+		t.Logf("%s: engine, buffers and the step's compile: %.1f s", name, time.Since(start).Seconds())
+		for i := 0; i < 5; i++ {
+			step()
+		}
+		n := envInt("NATSBENCH_STEP_N", 50)
+		var times []float64
+		for rep := 0; rep < 3; rep++ {
+			st := time.Now()
+			for i := 0; i < n; i++ {
+				step()
+			}
+			times = append(times, float64(time.Since(st).Microseconds())/1e3/float64(n))
+		}
+		slices.Sort(times)
+		fmt.Printf("step-graph %-5s batch %d cap %6d: %.3f ms/step (median of 3×%d; min %.3f max %.3f); K/V %.2f GB\n",
+			name, B, capacity, times[1], n, times[0], times[2], float64(e.cacheBytes(B, capacity))/1e9)
+		if prof > 0 {
+			if err := cudaprof.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < prof; i++ {
+				step()
+			}
+			if err := cudaprof.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.Release()
+		for _, c := range e.conv {
+			c.FinalizeAll()
 		}
 	}
 }
