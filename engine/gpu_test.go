@@ -274,3 +274,141 @@ func TestGPUStepGraph(t *testing.T) {
 		}
 	}
 }
+
+// TestGPUEngineVsGraph compares, in one process, the engine's decoding step with its step graph called alone on
+// the engine's own buffers, on the 8B-shaped attention (NATSBENCH_ENGINE_RUNS, default "full,nats"; batch
+// NATSBENCH_STEP_BATCH, default 32; prompt NATSBENCH_ENGINE_PROMPT tokens, default 4096): Decode's parts per step,
+// then the graph alone (the same arguments every call, outputs freed at once), the graph with the small arguments
+// uploaded every call as Decode does, and the graph chained (each call's staging, validity and state the next
+// call's inputs, freed after the next read, as Decode does).
+func TestGPUEngineVsGraph(t *testing.T) {
+	backend := sharedGPU(t)
+	envInt := func(k string, def int) int {
+		if s := os.Getenv(k); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				t.Fatalf("%s=%q: %v", k, s, err)
+			}
+			return n
+		}
+		return def
+	}
+	B, P := envInt("NATSBENCH_STEP_BATCH", 32), envInt("NATSBENCH_ENGINE_PROMPT", 4096)
+	runs := "full,nats"
+	if s := os.Getenv("NATSBENCH_ENGINE_RUNS"); s != "" {
+		runs = s
+	}
+	cfg := model.Config{VocabSize: 50304, DModel: 4096, NLayers: 8, NHeads: 32, NKVHeads: 8, FFNMult: 4, MaxSeqLen: 33024,
+		RopeTheta: 500000, RopeScaling: "none", DType: "bfloat16"}
+	if os.Getenv("NATSBENCH_STEP_SMALL") != "" { // a check of the test itself on the pure-Go backend
+		cfg = model.Config{VocabSize: 256, DModel: 64, NLayers: 2, NHeads: 4, NKVHeads: 2, FFNMult: 4, MaxSeqLen: 4096,
+			RopeTheta: 500000, RopeScaling: "none", DType: "float32"}
+	}
+	L, KV := cfg.NLayers, cfg.KVHeads()
+	for _, name := range strings.Split(runs, ",") {
+		var m model.Masker
+		var ev kvcache.Evictor
+		if name == "nats" {
+			m, ev = mustNAtS(t, nats.Config{Window: 16, Chunk: 1, GlobalBonus: 0.1}), policy.NAtS{Window: 16}
+		}
+		start := time.Now()
+		e, err := New(backend, cfg, m, ev, model.NewParams(model.Specs(cfg, m), 1), Options{MaxNewTokens: 256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m != nil {
+			c, err := CalibrateRoles(e, randTokens(rand.New(rand.NewPCG(1, 1)), 2, 1024, cfg.VocabSize), RoleRates{Global: 0.045, Local: 0.05, Window: 0.905}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: calibrated, embeddings ×%g", name, c.EmbedScale)
+		}
+		if _, err := e.Prefill(randTokens(rand.New(rand.NewPCG(2, 2)), B, P, cfg.VocabSize), 256); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Decode(64); err != nil { // compiles the step and commit graphs
+			t.Fatal(err)
+		}
+		t.Logf("%s: engine, prefill of %d and warm-up: %.1f s", name, P, time.Since(start).Seconds())
+		n := 64
+		r, err := e.Decode(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := float64(len(r.StepSeconds)) / 1e3
+		fmt.Printf("engine %-5s batch %d prompt %d cap %5d: %.3f ms/step: device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs %.3f\n",
+			name, B, P, e.devCap, r.Seconds/k, r.DeviceSeconds/k, r.HostSeconds/k, r.CommitSeconds/k, r.PrepSeconds/k, r.OutputSeconds/k)
+
+		R := e.Options.Staging
+		w := e.devCap + R
+		rows := L * B * KV
+		mk := func() (tok, ui, uv *tensors.Tensor) {
+			ix, vs := make([]int32, e.updCap), make([]float32, e.updCap)
+			for i := range ix {
+				ix[i] = int32(i % (rows * w))
+			}
+			for r := 0; r < rows && r < len(ix); r++ {
+				ix[r], vs[r] = int32(r*w+e.devCap+3), 1
+			}
+			return tensors.FromFlatDataAndDimensions(make([]int32, B), B), tensors.FromFlatDataAndDimensions(ix, e.updCap, 1),
+				tensors.FromFlatDataAndDimensions(vs, e.updCap)
+		}
+		tok, ui, uv := mk()
+		if err := e.toDevice(tok, ui, uv); err != nil {
+			t.Fatal(err)
+		}
+		kr, vr, valid, state := slices.Clone(e.Kr), slices.Clone(e.Vr), e.valid, e.state
+		call := func(tok, ui, uv *tensors.Tensor) []*tensors.Tensor {
+			args := e.paramArgs()
+			args = append(args, tok, e.pos, int32(3))
+			for _, ts := range [][]*tensors.Tensor{e.K, e.V, kr, vr} {
+				for _, x := range ts {
+					args = append(args, x)
+				}
+			}
+			args = append(args, valid, state, ui, uv)
+			out, err := e.stepExec.Exec(args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = tensors.MustCopyFlatData[int32](out[2*L+2])
+			return out
+		}
+		timeIt := func(what string, f func()) {
+			for i := 0; i < 5; i++ {
+				f()
+			}
+			st := time.Now()
+			for i := 0; i < 50; i++ {
+				f()
+			}
+			fmt.Printf("  %-5s %-34s %.3f ms/step\n", name, what, float64(time.Since(st).Microseconds())/1e3/50)
+		}
+		free := func(ts []*tensors.Tensor) {
+			for _, o := range ts {
+				o.FinalizeAll()
+			}
+		}
+		timeIt("graph alone", func() { free(call(tok, ui, uv)) })
+		timeIt("graph, small arguments uploaded", func() {
+			tk, i, v := mk()
+			if err := e.toDevice(tk, i, v); err != nil {
+				t.Fatal(err)
+			}
+			free(call(tk, i, v))
+			free([]*tensors.Tensor{tk, i, v})
+		})
+		var prev []*tensors.Tensor
+		timeIt("graph chained", func() {
+			out := call(tok, ui, uv)
+			kr, vr, valid, state = out[:L], out[L:2*L], out[2*L], out[2*L+1]
+			free(prev)
+			prev = out
+		})
+		free(prev)
+		e.Release()
+		for _, c := range e.conv {
+			c.FinalizeAll()
+		}
+	}
+}
