@@ -55,12 +55,16 @@ func TestGPUEqualsForward(t *testing.T) { checkEqualsForward(t, sharedGPU(t), 5e
 // execOverhead logs the cost of a graph call (launch plus one read of a small output) by number of inputs and
 // outputs.
 func execOverhead(t *testing.T, backend compute.Backend) {
-	for _, c := range []struct{ in, out int }{{1, 1}, {100, 1}, {1, 30}, {100, 30}} {
+	for _, c := range []struct{ in, out int }{{1, 1}, {100, 1}, {1, 30}, {100, 30}, {16, 30}} {
 		exec, err := NewExec(backend, func(xs []*Node) []*Node {
 			all := Concatenate(xs, 0) // one op whatever the number of inputs
 			out := []*Node{Slice(all, AxisRange(0, 8))}
 			for i := 1; i < c.out; i++ {
-				out = append(out, Slice(all, AxisRange(0, 8-i%8)))
+				if i < c.in { // input i plus one, the same shape: the chained runs feed it back as input i
+					out = append(out, AddScalar(Slice(all, AxisRange(8*i, 8*i+8)), 1))
+				} else {
+					out = append(out, Slice(all, AxisRange(0, 8-i%8)))
+				}
 			}
 			return out
 		})
@@ -85,6 +89,27 @@ func execOverhead(t *testing.T, backend compute.Backend) {
 		run(20)
 		d := run(300)
 		t.Logf("exec with %3d inputs, %2d outputs, one read: %.1f µs/call", c.in, c.out, float64(d.Microseconds())/300)
+		if c.out < c.in { // each call's first outputs are the next call's first inputs
+			continue
+		}
+		chain := slices.Clone(args)
+		var prev []*tensors.Tensor
+		st := time.Now()
+		for i := 0; i < 300; i++ {
+			out, err := exec.Exec(chain...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = tensors.MustCopyFlatData[float32](out[0])
+			for j := range c.in {
+				chain[j] = out[j]
+			}
+			for _, o := range prev {
+				o.FinalizeAll()
+			}
+			prev = out
+		}
+		t.Logf("exec with %3d inputs, %2d outputs, one read, inputs chained: %.1f µs/call", c.in, c.out, float64(time.Since(st).Microseconds())/300)
 	}
 }
 
@@ -398,14 +423,41 @@ func TestGPUEngineVsGraph(t *testing.T) {
 			free(call(tk, i, v))
 			free([]*tensors.Tensor{tk, i, v})
 		})
-		var prev []*tensors.Tensor
-		timeIt("graph chained", func() {
-			out := call(tok, ui, uv)
-			kr, vr, valid, state = out[:L], out[L:2*L], out[2*L], out[2*L+1]
-			free(prev)
-			prev = out
-		})
-		free(prev)
+		// chained: the named inputs of each call are outputs of the call lag calls before (freed when no longer used).
+		kr0, vr0, valid0, state0 := kr, vr, valid, state
+		chained := func(what string, lag int, useKV, useValid, useState bool) {
+			var hist [][]*tensors.Tensor
+			kr, vr, valid, state = kr0, vr0, valid0, state0
+			timeIt(what, func() {
+				out := call(tok, ui, uv)
+				hist = append(hist, out)
+				if len(hist) >= lag {
+					src := hist[len(hist)-lag]
+					if useKV {
+						kr, vr = src[:L], src[L:2*L]
+					}
+					if useValid {
+						valid = src[2*L]
+					}
+					if useState {
+						state = src[2*L+1]
+					}
+				}
+				if len(hist) > lag+1 {
+					free(hist[0])
+					hist = hist[1:]
+				}
+			})
+			for _, h := range hist {
+				free(h)
+			}
+			kr, vr, valid, state = kr0, vr0, valid0, state0
+		}
+		chained("graph chained", 1, true, true, true)
+		chained("graph chained, staging K/V only", 1, true, false, false)
+		chained("graph chained, validity only", 1, false, true, false)
+		chained("graph chained, state only", 1, false, false, true)
+		chained("graph chained with lag 2", 2, true, true, true)
 		e.Release()
 		for _, c := range e.conv {
 			c.FinalizeAll()
