@@ -937,6 +937,12 @@ func (e *Engine) clearUpdates() { e.updIdx, e.updVal = e.updIdx[:0], e.updVal[:0
 // `[U, 1]` int32 and `[U]` float32, padded to U = updCap (a power of two ≥ 16 raised to fit) with zero changes at
 // distinct indices (adds of 0 to one element would queue up on a GPU).
 func (e *Engine) updates(more []int32, moreVal ...float32) (idx, val *tensors.Tensor) {
+	ix, vs := e.updateLists(more, moreVal...)
+	return tensors.FromFlatDataAndDimensions(ix, len(ix), 1), tensors.FromFlatDataAndDimensions(vs, len(vs))
+}
+
+// updateLists is updates as flat slices.
+func (e *Engine) updateLists(more []int32, moreVal ...float32) (idx []int32, val []float32) {
 	n := len(e.updIdx) + len(more)
 	for e.updCap < max(n, 16) {
 		e.updCap = max(16, 2*e.updCap)
@@ -950,7 +956,33 @@ func (e *Engine) updates(more []int32, moreVal ...float32) (idx, val *tensors.Te
 	copy(ix[len(e.updIdx):], more)
 	copy(vs, e.updVal)
 	copy(vs[len(e.updVal):], moreVal)
-	return tensors.FromFlatDataAndDimensions(ix, e.updCap, 1), tensors.FromFlatDataAndDimensions(vs, e.updCap)
+	return ix, vs
+}
+
+// stepSmall packs a step's small arguments into the one int32 vector stepGraph takes: the tokens, pos, ridx, the
+// update indices, then the update values (whole numbers: −1, 0 or 1).
+func stepSmall(tokens []int32, pos, ridx int32, ix []int32, vs []float32) *tensors.Tensor {
+	B, U := len(tokens), len(ix)
+	v := make([]int32, B+2+2*U)
+	copy(v, tokens)
+	v[B], v[B+1] = pos, ridx
+	copy(v[B+2:], ix)
+	for i, x := range vs {
+		v[B+2+U+i] = int32(x)
+	}
+	return tensors.FromFlatDataAndDimensions(v, len(v))
+}
+
+// stepArgs is the argument list of the step graph: the weights, the small arguments (stepSmall), the committed
+// K/V, the staged K/V kr and vr, the validity and the decoder state.
+func (e *Engine) stepArgs(small *tensors.Tensor, kr, vr []*tensors.Tensor, valid, state *tensors.Tensor) []any {
+	args := append(e.paramArgs(), small)
+	for _, t := range [][]*tensors.Tensor{e.K, e.V, kr, vr} {
+		for _, x := range t {
+			args = append(args, x)
+		}
+	}
+	return append(args, valid, state)
 }
 
 // StepOut is the result of one decoding step.
@@ -1030,12 +1062,13 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	prepStart := time.Now()
 	w := e.devCap + R
-	var ui, uv *tensors.Tensor
+	var ix []int32
+	var vs []float32
 	if e.needFull { // the mask built on the host already marks the new token
 		e.fullMasks++
 		e.valid = e.buildValid()
 		e.clearUpdates()
-		ui, uv = e.updates(nil)
+		ix, vs = e.updateLists(nil)
 	} else { // the queued evictions, then every row's new token in its staging column
 		if len(e.newIdx) != rows {
 			e.newIdx, e.newVal = make([]int32, rows), make([]float32, rows)
@@ -1043,20 +1076,13 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		for r := range e.newIdx {
 			e.newIdx[r], e.newVal[r] = int32(r*w+e.devCap+int(ridx)), 1
 		}
-		ui, uv = e.updates(e.newIdx, e.newVal...)
+		ix, vs = e.updateLists(e.newIdx, e.newVal...)
 	}
-	tok := tensors.FromFlatDataAndDimensions(slices.Clone(tokens), B)
-	if err := e.toDevice(tok, ui, uv, e.valid); err != nil {
+	small := stepSmall(tokens, pos, ridx, ix, vs)
+	if err := e.toDevice(small, e.valid); err != nil {
 		return StepOut{}, err
 	}
-	args := e.paramArgs()
-	args = append(args, tok, pos, ridx)
-	for _, t := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr} {
-		for _, x := range t {
-			args = append(args, x)
-		}
-	}
-	args = append(args, e.valid, e.state, ui, uv)
+	args := e.stepArgs(small, e.Kr, e.Vr, e.valid, e.state)
 	devStart := time.Now()
 	prep := devStart.Sub(prepStart)
 	out, err := e.stepExec.Exec(args...)

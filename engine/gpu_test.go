@@ -16,7 +16,6 @@ import (
 	. "github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"natsbench/internal/cudaprof"
 	"natsbench/kvcache"
 	"natsbench/model"
 	"natsbench/nats"
@@ -187,9 +186,7 @@ func TestGPUFigure4(t *testing.T) {
 // 8B-shaped attention of sweeps/latency32k.toml (d 4096, 32 heads, 8 KV heads, 8 layers, bf16) at a batch
 // (NATSBENCH_STEP_BATCH, default 32) and capacities (NATSBENCH_STEP_RUNS, default "full:33792,nats:2560": full
 // attention's and NAtS's buffers at 32k in results/latency32k). The buffers hold zeros and every slot is valid: a
-// step's device time does not depend on the values. With NATSBENCH_PROFILE_STEPS = n it then brackets n more steps
-// with cuProfilerStart/Stop, for `ncu --profile-from-start off`. NATSBENCH_STEP_N sets the steps per timed repeat
-// (default 50).
+// step's device time does not depend on the values. NATSBENCH_STEP_N sets the steps per timed repeat (default 50).
 func TestGPUStepGraph(t *testing.T) {
 	backend := sharedGPU(t)
 	envInt := func(k string, def int) int {
@@ -202,7 +199,7 @@ func TestGPUStepGraph(t *testing.T) {
 		}
 		return def
 	}
-	B, prof := envInt("NATSBENCH_STEP_BATCH", 32), envInt("NATSBENCH_PROFILE_STEPS", 0)
+	B := envInt("NATSBENCH_STEP_BATCH", 32)
 	runs := "full:33792,nats:2560"
 	if s := os.Getenv("NATSBENCH_STEP_RUNS"); s != "" {
 		runs = s
@@ -242,19 +239,11 @@ func TestGPUStepGraph(t *testing.T) {
 		for i := range ui {
 			ui[i] = int32(i * (w - 1) % (L * B * KV * w))
 		}
-		idx, val := tensors.FromFlatDataAndDimensions(ui, U, 1), tensors.FromFlatDataAndDimensions(uv, U)
-		tok := tensors.FromFlatDataAndDimensions(make([]int32, B), B)
-		if err := e.toDevice(valid, state, idx, val, tok); err != nil {
+		small := stepSmall(make([]int32, B), 100, 3, ui, uv)
+		if err := e.toDevice(valid, state, small); err != nil {
 			t.Fatal(err)
 		}
-		args := e.paramArgs()
-		args = append(args, tok, int32(100), int32(3))
-		for _, ts := range [][]*tensors.Tensor{e.K, e.V, e.Kr, e.Vr} {
-			for _, x := range ts {
-				args = append(args, x)
-			}
-		}
-		args = append(args, valid, state, idx, val)
+		args := e.stepArgs(small, e.Kr, e.Vr, valid, state)
 		step := func() {
 			out, err := e.stepExec.Exec(args...)
 			if err != nil {
@@ -282,17 +271,6 @@ func TestGPUStepGraph(t *testing.T) {
 		slices.Sort(times)
 		fmt.Printf("step-graph %-5s batch %d cap %6d: %.3f ms/step (median of 3×%d; min %.3f max %.3f); K/V %.2f GB\n",
 			name, B, capacity, times[1], n, times[0], times[2], float64(e.cacheBytes(B, capacity))/1e9)
-		if prof > 0 {
-			if err := cudaprof.Start(); err != nil {
-				t.Fatal(err)
-			}
-			for i := 0; i < prof; i++ {
-				step()
-			}
-			if err := cudaprof.Stop(); err != nil {
-				t.Fatal(err)
-			}
-		}
 		e.Release()
 		for _, c := range e.conv {
 			c.FinalizeAll()
@@ -367,7 +345,7 @@ func TestGPUEngineVsGraph(t *testing.T) {
 		R := e.Options.Staging
 		w := e.devCap + R
 		rows := L * B * KV
-		mk := func() (tok, ui, uv *tensors.Tensor) {
+		mk := func() *tensors.Tensor {
 			ix, vs := make([]int32, e.updCap), make([]float32, e.updCap)
 			for i := range ix {
 				ix[i] = int32(i % (rows * w))
@@ -375,24 +353,15 @@ func TestGPUEngineVsGraph(t *testing.T) {
 			for r := 0; r < rows && r < len(ix); r++ {
 				ix[r], vs[r] = int32(r*w+e.devCap+3), 1
 			}
-			return tensors.FromFlatDataAndDimensions(make([]int32, B), B), tensors.FromFlatDataAndDimensions(ix, e.updCap, 1),
-				tensors.FromFlatDataAndDimensions(vs, e.updCap)
+			return stepSmall(make([]int32, B), e.pos, 3, ix, vs)
 		}
-		tok, ui, uv := mk()
-		if err := e.toDevice(tok, ui, uv); err != nil {
+		small := mk()
+		if err := e.toDevice(small); err != nil {
 			t.Fatal(err)
 		}
 		kr, vr, valid, state := slices.Clone(e.Kr), slices.Clone(e.Vr), e.valid, e.state
-		call := func(tok, ui, uv *tensors.Tensor) []*tensors.Tensor {
-			args := e.paramArgs()
-			args = append(args, tok, e.pos, int32(3))
-			for _, ts := range [][]*tensors.Tensor{e.K, e.V, kr, vr} {
-				for _, x := range ts {
-					args = append(args, x)
-				}
-			}
-			args = append(args, valid, state, ui, uv)
-			out, err := e.stepExec.Exec(args...)
+		call := func(small *tensors.Tensor) []*tensors.Tensor {
+			out, err := e.stepExec.Exec(e.stepArgs(small, kr, vr, valid, state)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -414,14 +383,14 @@ func TestGPUEngineVsGraph(t *testing.T) {
 				o.FinalizeAll()
 			}
 		}
-		timeIt("graph alone", func() { free(call(tok, ui, uv)) })
+		timeIt("graph alone", func() { free(call(small)) })
 		timeIt("graph, small arguments uploaded", func() {
-			tk, i, v := mk()
-			if err := e.toDevice(tk, i, v); err != nil {
+			sm := mk()
+			if err := e.toDevice(sm); err != nil {
 				t.Fatal(err)
 			}
-			free(call(tk, i, v))
-			free([]*tensors.Tensor{tk, i, v})
+			free(call(sm))
+			free([]*tensors.Tensor{sm})
 		})
 		// chained: the named inputs of each call are outputs of the call lag calls before (freed when no longer used).
 		kr0, vr0, valid0, state0 := kr, vr, valid, state
@@ -429,7 +398,7 @@ func TestGPUEngineVsGraph(t *testing.T) {
 			var hist [][]*tensors.Tensor
 			kr, vr, valid, state = kr0, vr0, valid0, state0
 			timeIt(what, func() {
-				out := call(tok, ui, uv)
+				out := call(small)
 				hist = append(hist, out)
 				if len(hist) >= lag {
 					src := hist[len(hist)-lag]

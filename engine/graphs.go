@@ -264,9 +264,10 @@ func natsVisibility(r, sPos, sRole, pos0 *Node, W, C int) (mc, mi *Node) {
 }
 
 // stepGraph builds one decoding step over the committed cache plus the staging area. Inputs after the
-// parameters: tokens `[B]`, pos (scalar), ridx (scalar: the staging index of the new token), per layer K, V
-// `[B, KV, Cap, hd]`, per layer staged K, V `[B, KV, R, hd]`, valid `[L, B, KV, Cap+R]` float32, state
-// `[L, B, d]`, update indices `[U, 1]` int32 (flat into valid) and update values `[U]` (added to valid).
+// parameters: the small arguments as one int32 vector `[B + 2 + 2U]` (one upload: each upload waits for its
+// transfer) holding the tokens `[B]`, pos, ridx (the staging index of the new token), U update indices (flat into
+// valid) and their U values (added to valid); per layer K, V `[B, KV, Cap, hd]`, per layer staged K, V
+// `[B, KV, R, hd]`, valid `[L, B, KV, Cap+R]` float32 and state `[L, B, d]`.
 // Outputs: per layer staged K, V, valid, state, argmax `[B]` (NAtS: followed by the roles `[L, B, KV]` flattened,
 // `[B + L·B·KV]` in all), logits `[B, V]`, then attention `[L, B, KV, Cap+R]` (evictors that need it). The
 // committed K/V are only read: no step rewrites the large buffers.
@@ -274,12 +275,16 @@ func (e *Engine) stepGraph(params, in []*Node) []*Node {
 	cfg := e.Cfg
 	p := model.NodesFrom(cfg, e.Params.Specs, params)
 	L := cfg.NLayers
-	tokens, pos, ridx := in[0], in[1], in[2]
-	Ks, Vs := in[3:3+L], in[3+L:3+2*L]
-	Krs, Vrs := in[3+2*L:3+3*L], in[3+3*L:3+4*L]
-	valid, state, updIdx, updVal := in[3+4*L], in[4+4*L], in[5+4*L], in[6+4*L]
-	g := tokens.Graph()
-	B := tokens.Shape().Dimensions[0]
+	small := in[0]
+	Ks, Vs := in[1:1+L], in[1+L:1+2*L]
+	Krs, Vrs := in[1+2*L:1+3*L], in[1+3*L:1+4*L]
+	valid, state := in[1+4*L], in[2+4*L]
+	g := small.Graph()
+	B := state.Shape().Dimensions[1]
+	U := (small.Shape().Size() - B - 2) / 2
+	part := func(from, n int) *Node { return Slice(small, AxisRange(from, from+n)) }
+	tokens, pos, ridx := part(0, B), Reshape(part(B, 1)), Reshape(part(B+1, 1))
+	updIdx, updVal := Reshape(part(B+2, U), U, 1), ConvertDType(part(B+2+U, U), dtypes.Float32)
 	capacity, R := Ks[0].Shape().Dimensions[2], Krs[0].Shape().Dimensions[2]
 	H, KV, hd := cfg.NHeads, cfg.KVHeads(), cfg.HeadDim()
 	rep := H / KV

@@ -60,6 +60,35 @@ func NewBackend(spec string) (compute.Backend, error) {
 	return b, nil
 }
 
+// XLAFlags returns the XLA_FLAGS an XLA backend starts with: the caller's flags (cur) plus natsbench's defaults for
+// the options they do not set.
+//   - CUDA's data dir (/usr/local/cuda, where nvvm/libdevice and ptxas are) when cuda and cur is empty (GOMLX.md).
+//   - XLA's command buffers (CUDA graphs) off: --xla_gpu_enable_command_buffer= . On the H200 a graph call whose
+//     inputs include a buffer that an earlier call produced — every decoding step's staging, validity and state,
+//     every training step's weights — cost 0.6–0.9 ms more than one whose inputs stayed the same (XLA updates its
+//     recorded graphs when a buffer's address changes); with them off it cost nothing more, and the engine's
+//     decoding step at batch 32 on the 8B-shaped attention took 3.27 ms instead of 4.43 (NAtS) and 4.31 instead
+//     of 4.94–5.13 (full attention) (engine.TestGPUEngineVsGraph, docs/engine-measurements.md).
+//
+// Setting an option in XLA_FLAGS keeps the caller's value (e.g. --xla_gpu_enable_command_buffer=FUSION,CUBLAS).
+func XLAFlags(cur string, cuda bool) string {
+	flags := cur
+	add := func(name, value string) {
+		if strings.Contains(cur, "--"+name+"=") {
+			return
+		}
+		if flags != "" {
+			flags += " "
+		}
+		flags += "--" + name + "=" + value
+	}
+	if cuda && cur == "" {
+		add("xla_gpu_cuda_data_dir", "/usr/local/cuda")
+	}
+	add("xla_gpu_enable_command_buffer", "")
+	return flags
+}
+
 // cutBackendOptions splits a backend spec into the backend and plugin ("xla:cuda") and its options with their
 // leading comma (",memory_fraction=0.95"), or "" when there are none.
 func cutBackendOptions(spec string) (base, opts string) {

@@ -27,3 +27,21 @@ func TestXLAMemoryFraction(t *testing.T) {
 		}
 	}
 }
+
+func TestXLAFlags(t *testing.T) {
+	for _, c := range []struct {
+		cur  string
+		cuda bool
+		want string
+	}{
+		{"", true, "--xla_gpu_cuda_data_dir=/usr/local/cuda --xla_gpu_enable_command_buffer="},
+		{"", false, "--xla_gpu_enable_command_buffer="},
+		{"--xla_dump_to=/tmp/d", true, "--xla_dump_to=/tmp/d --xla_gpu_enable_command_buffer="},
+		{"--xla_gpu_enable_command_buffer=FUSION", true, "--xla_gpu_enable_command_buffer=FUSION"},
+		{"--xla_gpu_enable_command_buffer=", false, "--xla_gpu_enable_command_buffer="},
+	} {
+		if got := XLAFlags(c.cur, c.cuda); got != c.want {
+			t.Errorf("XLAFlags(%q, %v) = %q, want %q", c.cur, c.cuda, got, c.want)
+		}
+	}
+}

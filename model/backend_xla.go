@@ -14,14 +14,11 @@ import (
 const xlaLinked = true
 
 // resolveXLA turns "xla:cuda" into the absolute path of a CUDA PJRT plugin when one can be found: $PJRT_PLUGIN,
-// or the plugin shipped with the jax-cuda13-pjrt Python package (GOMLX.md). XLA_FLAGS gets the CUDA data dir
-// when unset.
+// or the plugin shipped with the jax-cuda13-pjrt Python package (GOMLX.md). XLA_FLAGS gets natsbench's defaults
+// (XLAFlags).
 func resolveXLA(spec string) string {
-	if os.Getenv("XLA_FLAGS") == "" {
-		if _, err := os.Stat("/usr/local/cuda/nvvm"); err == nil {
-			_ = os.Setenv("XLA_FLAGS", "--xla_gpu_cuda_data_dir=/usr/local/cuda")
-		}
-	}
+	_, err := os.Stat("/usr/local/cuda/nvvm")
+	_ = os.Setenv("XLA_FLAGS", XLAFlags(os.Getenv("XLA_FLAGS"), err == nil))
 	if os.Getenv("GOPJRT_CUDA_CHECKS") == "" {
 		_ = os.Setenv("GOPJRT_CUDA_CHECKS", "0")
 	}
