@@ -991,16 +991,20 @@ type StepOut struct {
 	Logits []float32
 	// Argmax is the greedy next token per row.
 	Argmax []int32
-	// Seconds is the wall time of the step; HostSeconds the part spent in the host table; DeviceSeconds the time
-	// from launching the step graph to having its greedy tokens on the host.
+	// Seconds is the wall time of the step; HostSeconds the part spent in the host table outside the graph call
+	// (placing the token, then the policy's decisions on its outputs); DeviceSeconds the time from launching the
+	// step graph to having its greedy tokens on the host (OverlapSeconds ran meanwhile).
 	Seconds, HostSeconds, DeviceSeconds float64
 	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
 	// and when the capacity grows).
 	CommitSeconds float64
 	// PrepSeconds is the part spent building the step's arguments and moving them to the device (the validity mask
 	// when it is rebuilt, the slot updates, the tokens); OutputSeconds the part after the greedy tokens arrive: the
-	// other outputs read to the host (attention statistics) and the replaced device buffers freed.
+	// other outputs read to the host (attention statistics) and converted.
 	PrepSeconds, OutputSeconds float64
+	// OverlapSeconds is the host work done while the device ran the step (the table's window expiries, freeing the
+	// buffers the last step replaced): part of DeviceSeconds, not of the others, unless it outlasted the device.
+	OverlapSeconds float64
 }
 
 // Step feeds tokens `[batch]` at the next position (teacher forcing) and returns the step's logits and argmax.
@@ -1083,15 +1087,40 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		return StepOut{}, err
 	}
 	args := e.stepArgs(small, e.Kr, e.Vr, e.valid, e.state)
+	e.needFull = false // the next step's updates: queued from here on
+	e.clearUpdates()
 	devStart := time.Now()
 	prep := devStart.Sub(prepStart)
-	out, err := e.stepExec.Exec(args...)
-	if err != nil {
-		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, err)
+	// The graph call returns when the device is done (go-xla waits for it), so it runs on another goroutine while
+	// this one does the host work that needs nothing the step computes: the table's window expiries at pos (on the
+	// H200 about half of NAtS's host table at batch 32) and freeing the buffers the last step replaced.
+	type result struct {
+		out   []*tensors.Tensor
+		picks []int32
+		err   error
 	}
-	if want := B + rows; e.spec.kind == kindNAtS && out[2*L+2].Shape().Size() != want {
+	done := make(chan result, 1)
+	go func() {
+		out, err := e.stepExec.Exec(args...)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{out: out, picks: tensors.MustCopyFlatData[int32](out[2*L+2])} // NAtS: then the roles [L, B, KV]
+	}()
+	hostStart = time.Now()
+	e.tab.Expire(pos, e.onEvict)
+	e.flushGarbage()
+	overlap := time.Since(hostStart)
+	res := <-done
+	dev := time.Since(devStart)
+	if res.err != nil {
+		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, res.err)
+	}
+	out, argmax := res.out, res.picks
+	if want := B + rows; e.spec.kind == kindNAtS && len(argmax) != want {
 		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
-			pos, out[2*L+2].Shape().Size(), B, rows, e.Masker)
+			pos, len(argmax), B, rows, e.Masker)
 	}
 	e.garbage = append(e.garbage, e.Kr...)
 	e.garbage = append(e.garbage, e.Vr...)
@@ -1101,8 +1130,6 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	e.Kr, e.Vr = out[:L], out[L:2*L]
 	e.valid, e.state = out[2*L], out[2*L+1]
-	argmax := tensors.MustCopyFlatData[int32](out[2*L+2]) // NAtS: then the roles [L, B, KV]
-	dev := time.Since(devStart)
 	outStart := time.Now()
 	e.lastLogits = out[2*L+3]
 	k := 2*L + 4
@@ -1120,11 +1147,8 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		a := tensors.MustCopyFlatData[float32](out[k])
 		attn = e.stepAttn(a)
 	}
-	e.flushGarbage()
 	outDur := time.Since(outStart)
 	hostStart = time.Now()
-	e.needFull = false
-	e.clearUpdates()
 	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
 		return StepOut{}, err
 	}
@@ -1132,7 +1156,7 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	e.pos++
 	e.next = argmax
 	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds(),
-		CommitSeconds: commitDur.Seconds(), PrepSeconds: prep.Seconds(), OutputSeconds: outDur.Seconds()}, nil
+		CommitSeconds: commitDur.Seconds(), PrepSeconds: prep.Seconds(), OutputSeconds: outDur.Seconds(), OverlapSeconds: overlap.Seconds()}, nil
 }
 
 // stepAttn maps the step's attention `[L, B, KV, devCap+R]` to table slots `[L][B·KV·Cap]`.
@@ -1171,8 +1195,8 @@ type DecodeResult struct {
 	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
 	// and when the capacity grows).
 	CommitSeconds float64
-	// PrepSeconds and OutputSeconds sum the steps' StepOut parts of the same names.
-	PrepSeconds, OutputSeconds float64
+	// PrepSeconds, OutputSeconds and OverlapSeconds sum the steps' StepOut parts of the same names.
+	PrepSeconds, OutputSeconds, OverlapSeconds float64
 }
 
 // Decode emits up to n tokens per row greedily: each emitted token is the pending greedy choice (the first comes
@@ -1229,6 +1253,7 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 		res.CommitSeconds += so.CommitSeconds
 		res.PrepSeconds += so.PrepSeconds
 		res.OutputSeconds += so.OutputSeconds
+		res.OverlapSeconds += so.OverlapSeconds
 	}
 	if len(res.StepSeconds) > 0 {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)

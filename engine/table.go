@@ -26,6 +26,12 @@ type table interface {
 	// End applies the policy after the token at pos has attended. roles is `[rows]` (NAtS; nil otherwise), attn
 	// is per layer `[B·H·Cap]` (H2O, TOVA; nil otherwise).
 	End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error
+	// Expire frees, before End(pos), the slots End(pos) frees whatever the token's roles and attention (NAtS and
+	// StreamingLLM tokens leaving their window), reporting each to evict; End(pos) then frees only the rest. It needs
+	// nothing the step at pos computes, so the engine runs it while the device runs that step. The table ends the
+	// same with or without it: its frees only add holes to heaps, whose order does not matter, and concern no token
+	// End(pos) adds to a window. A table with no such slots (full attention, kvcache.Cache) does nothing.
+	Expire(pos int32, evict func(row, slot int, pos int32))
 	// Grow enlarges every row to newCap slots, keeping slot indices.
 	Grow(newCap int)
 	// NextCap is the capacity needed to place one more token.
@@ -227,11 +233,7 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 				if pos >= int32(t.s.sinks) {
 					row.fifo = append(row.fifo, posSlot{pos, t.slots[r]})
 				}
-				for row.head < len(row.fifo) && row.fifo[row.head].pos <= last {
-					t.free(p, r, row.fifo[row.head])
-					row.head++
-				}
-				row.compact()
+				t.expire(p, r, 1, last)
 			}
 		})
 	case kindNAtS:
@@ -249,14 +251,55 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 	default:
 		return fmt.Errorf("engine: fast table has no rule for policy kind %v", t.s.kind)
 	}
-	if evict != nil {
-		for _, p := range t.parts {
-			for _, f := range p.freed {
-				evict(int(f.row), int(f.slot), f.pos)
+	t.report(evict)
+	return nil
+}
+
+func (t *fastTable) Expire(pos int32, evict func(row, slot int, pos int32)) {
+	switch t.s.kind {
+	case kindSink:
+		last := pos + 1 - int32(t.s.budget-t.s.sinks)
+		t.each(func(p *rowPart, lo, hi int) {
+			p.freed = p.freed[:0]
+			for r := lo; r < hi; r++ {
+				t.expire(p, r, 1, last)
 			}
+		})
+	case kindNAtS:
+		c, w := int32(t.s.chunk), int32(t.s.window)
+		t.each(func(p *rowPart, lo, hi int) {
+			p.freed = p.freed[:0]
+			for r := lo; r < hi; r++ {
+				t.expire(p, r, c, pos-w)
+			}
+		})
+	default:
+		return
+	}
+	t.report(evict)
+}
+
+// expire frees the head of a row's window queue while its token's chunk of c tokens ends at or before last: the
+// tokens that have left the window.
+func (t *fastTable) expire(p *rowPart, r int, c, last int32) {
+	row := &t.rows[r]
+	for row.head < len(row.fifo) && (row.fifo[row.head].pos/c)*c+c-1 <= last {
+		t.free(p, r, row.fifo[row.head])
+		row.head++
+	}
+	row.compact()
+}
+
+// report passes the slots the last Expire or End freed to evict, in row order.
+func (t *fastTable) report(evict func(row, slot int, pos int32)) {
+	if evict == nil {
+		return
+	}
+	for _, p := range t.parts {
+		for _, f := range p.freed {
+			evict(int(f.row), int(f.slot), f.pos)
 		}
 	}
-	return nil
 }
 
 // endNAtS is End for NAtS over rows [lo, hi).
@@ -295,15 +338,7 @@ func (t *fastTable) endNAtS(p *rowPart, lo, hi int, pos int32, roles []uint8) {
 			}
 			row.pending = row.pending[:0]
 		}
-		for row.head < len(row.fifo) {
-			e := row.fifo[row.head]
-			if (e.pos/c)*c+c-1+w > pos {
-				break
-			}
-			t.free(p, r, e)
-			row.head++
-		}
-		row.compact()
+		t.expire(p, r, c, pos-w)
 	}
 }
 
@@ -426,6 +461,8 @@ func (t *genericTable) Place(pos int32) error {
 
 func (t *genericTable) PeakOccupied() int { return t.peak }
 func (t *genericTable) PeakRow() int      { return t.at }
+
+func (t *genericTable) Expire(int32, func(row, slot int, pos int32)) {}
 
 func (t *genericTable) End(pos int32, roles []uint8, attn [][]float32, evict func(row, slot int, pos int32)) error {
 	st := t.c.Stats()

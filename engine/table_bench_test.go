@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"natsbench/kvcache"
 	"natsbench/model"
@@ -157,4 +158,56 @@ func BenchmarkPrefillHostGeneric(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDecodeHostTable splits the host table's work per decoding step as Engine.step does it — 8 layers,
+// batch 32, 8 KV heads (2,048 rows, the 8B-shaped latency runs), NAtS roles at pg19 λ = 5e-7's rates, the
+// evictions reported as the engine queues them: Place and End stay on the step's critical path ("serial"), while
+// Expire runs during the graph call ("overlapped").
+//
+//	go test -run '^$' -bench DecodeHostTable -benchtime 20000x ./engine
+func BenchmarkDecodeHostTable(b *testing.B) {
+	const L, B, KV, W = 8, 32, 8, 16
+	rows := L * B * KV
+	tab := newFastTable(spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}, L, B, KV, 1024)
+	tab.steps = 4
+	r := rand.New(rand.NewPCG(1, 2))
+	pool := make([][]uint8, 97)
+	for k := range pool {
+		pool[k] = make([]uint8, rows)
+		for j := range pool[k] {
+			switch x := r.Float64(); {
+			case x < 0.045:
+				pool[k][j] = uint8(kvcache.Global)
+			case x < 0.095:
+				pool[k][j] = uint8(kvcache.Local)
+			default:
+				pool[k][j] = uint8(kvcache.Window)
+			}
+		}
+	}
+	var queued []int32
+	evict := func(row, slot int, _ int32) { queued = append(queued, int32(row), int32(slot)) }
+	var serial, overlapped time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pos := int32(i)
+		queued = queued[:0]
+		t0 := time.Now()
+		if err := placeGrowing(tab, pos); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		tab.Expire(pos, evict)
+		t2 := time.Now()
+		if err := tab.End(pos, pool[i%len(pool)], nil, evict); err != nil {
+			b.Fatal(err)
+		}
+		serial += t1.Sub(t0) + time.Since(t2)
+		overlapped += t2.Sub(t1)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(serial.Microseconds())/n, "µs-serial/step")
+	b.ReportMetric(float64(overlapped.Microseconds())/n, "µs-overlapped/step")
+	b.ReportMetric(float64(tab.Cap()), "slots")
 }

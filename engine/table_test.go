@@ -26,11 +26,14 @@ func TestFastTableEqualsKVCache(t *testing.T) {
 			defer func(a int) { minPartRows = a }(minPartRows)
 			minPartRows = 2
 		}
-		testFastTableEqualsKVCache(t, L, B, H, n, parallel, freedLog, ratesLog)
+		testFastTableEqualsKVCache(t, L, B, H, n, parallel, false, freedLog, ratesLog)
 	}
+	// Expire before every End, as decoding does while the device runs the step: the same table, the same slots freed.
+	testFastTableEqualsKVCache(t, L, B, H, n, false, true, freedLog, ratesLog)
+	testFastTableEqualsKVCache(t, L, B, H, n, true, true, freedLog, ratesLog)
 }
 
-func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, freedLog map[string][]int32, ratesLog map[string][]RoleRates) {
+func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel, expire bool, freedLog map[string][]int32, ratesLog map[string][]RoleRates) {
 	cases := []struct {
 		name string
 		ev   kvcache.Evictor
@@ -45,7 +48,7 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 	for _, tc := range cases {
 		for _, gp := range []int{3, 30} { // one Global every ~gp decisions
 			key := fmt.Sprintf("%s/global1in%d", tc.name, gp)
-			t.Run(fmt.Sprintf("%s/parallel=%v", key, parallel), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/parallel=%v/expire=%v", key, parallel, expire), func(t *testing.T) {
 				sp, err := newSpec(nil, tc.ev)
 				if tc.name[:4] == "nats" {
 					sp = spec{kind: kindNAtS, window: tc.ev.(policy.NAtS).Window, chunk: max(tc.ev.(policy.NAtS).Chunk, 1), needs: kvcache.Roles}
@@ -96,13 +99,17 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 					if err := ref.End(); err != nil {
 						t.Fatal(err)
 					}
-					if err := ft.End(pos, roles, nil, func(row, slot int, p int32) {
+					evict := func(row, slot int, p int32) {
 						evicted++
 						freed = append(freed, int32(row), int32(slot), p)
 						if globals[[2]int{row, int(p)}] {
 							t.Fatalf("step %d: Global position %d of row %d evicted", i, p, row)
 						}
-					}); err != nil {
+					}
+					if expire {
+						ft.Expire(pos, evict)
+					}
+					if err := ft.End(pos, roles, nil, evict); err != nil {
 						t.Fatal(err)
 					}
 					if ft.Cap() != ref.Cap() {
@@ -141,7 +148,18 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 				if ft, ok := ft.(*fastTable); ok {
 					rates = ft.RoleRates()
 				}
-				if !parallel {
+				if expire { // Expire reports its slots first: the same slots, per step in another order
+					serial, ok := freedLog[key]
+					if !ok {
+						t.Fatal("no serial run of this case to compare the freed slots with")
+					}
+					if !slices.Equal(sortedTriples(freed), sortedTriples(serial)) {
+						t.Fatalf("freed slots differ from the serial run's (%d and %d entries)", len(freed), len(serial))
+					}
+					if !slices.Equal(rates, ratesLog[key]) {
+						t.Fatalf("decision rates %v, serial run %v", rates, ratesLog[key])
+					}
+				} else if !parallel {
 					freedLog[key], ratesLog[key] = freed, rates
 				} else if serial, ok := freedLog[key]; !ok {
 					t.Log("no serial run of this case to compare the order of the freed slots with")
@@ -153,6 +171,21 @@ func testFastTableEqualsKVCache(t *testing.T, L, B, H, n int, parallel bool, fre
 			})
 		}
 	}
+}
+
+// sortedTriples sorts a flat list of (row, slot, position) triples (by position, then row, then slot) and returns
+// it flattened again.
+func sortedTriples(f []int32) []int32 {
+	tr := make([][3]int32, len(f)/3)
+	for i := range tr {
+		tr[i] = [3]int32{f[3*i+2], f[3*i], f[3*i+1]}
+	}
+	slices.SortFunc(tr, func(a, b [3]int32) int { return slices.Compare(a[:], b[:]) })
+	out := make([]int32, 0, len(f))
+	for _, x := range tr {
+		out = append(out, x[1], x[2], x[0])
+	}
+	return out
 }
 
 // placeGrowing places pos, growing the table to its next capacity when a row is full (as Engine.place does, without
