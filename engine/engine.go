@@ -103,6 +103,7 @@ type Engine struct {
 	stagedSlots  []int32
 	recN         int
 	destCommits  int // commits that took commitDest (tests check that decoding exercises it)
+	stepGrowths  int // decoding steps that grew the cache (tests check that decoding exercises it)
 	deltaCommits int // prefill commits that took commitDelta (tests check that prefill exercises it)
 	garbage      []*tensors.Tensor
 	// slotPos and slotRole are the device's copy of the slot table, `[L, B, KV, Cap]` int32, during a prefill with
@@ -1043,45 +1044,24 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		}
 		commitDur = time.Since(start)
 	}
-	hostStart := time.Now()
-	if err := e.place(pos, 0); err != nil {
-		return StepOut{}, err
-	}
-	host := time.Since(hostStart)
-	if e.tab.Cap() != e.devCap {
-		growStart := time.Now()
-		if err := e.commit(e.Kr, e.Vr, e.base, pos); err != nil {
-			return StepOut{}, err
-		}
-		commitDur += time.Since(growStart)
-	}
 	ridx := pos - e.base
 	L, B, H := e.Cfg.NLayers, e.batch, e.Cfg.KVHeads()
 	rows := L * B * H
-	if e.recN == int(ridx) { // the slots of this staged token, for the next commit (commitDest)
-		copy(e.stagedSlots[int(ridx)*rows:], e.tab.Slots())
-		e.recN++
-	} else {
-		e.recN = -1
-	}
 	prepStart := time.Now()
 	w := e.devCap + R
-	var ix []int32
-	var vs []float32
-	if e.needFull { // the mask built on the host already marks the new token
+	if e.needFull { // the whole mask, from the table (the new token is not placed yet: its updates below mark it)
 		e.fullMasks++
 		e.valid = e.buildValid()
 		e.clearUpdates()
-		ix, vs = e.updateLists(nil)
-	} else { // the queued evictions, then every row's new token in its staging column
-		if len(e.newIdx) != rows {
-			e.newIdx, e.newVal = make([]int32, rows), make([]float32, rows)
-		}
-		for r := range e.newIdx {
-			e.newIdx[r], e.newVal[r] = int32(r*w+e.devCap+int(ridx)), 1
-		}
-		ix, vs = e.updateLists(e.newIdx, e.newVal...)
 	}
+	// The queued evictions, then every row's new token in its staging column.
+	if len(e.newIdx) != rows {
+		e.newIdx, e.newVal = make([]int32, rows), make([]float32, rows)
+	}
+	for r := range e.newIdx {
+		e.newIdx[r], e.newVal[r] = int32(r*w+e.devCap+int(ridx)), 1
+	}
+	ix, vs := e.updateLists(e.newIdx, e.newVal...)
 	small := stepSmall(tokens, pos, ridx, ix, vs)
 	if err := e.toDevice(small, e.valid); err != nil {
 		return StepOut{}, err
@@ -1092,8 +1072,9 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	devStart := time.Now()
 	prep := devStart.Sub(prepStart)
 	// The graph call returns when the device is done (go-xla waits for it), so it runs on another goroutine while
-	// this one does the host work that needs nothing the step computes: the table's window expiries at pos (on the
-	// H200 about half of NAtS's host table at batch 32) and freeing the buffers the last step replaced.
+	// this one does the host work that needs nothing the step computes: placing the new token in the table (the
+	// step reads it from its staging column, whatever its slot), the table's window expiries at pos, and freeing
+	// the buffers the last step replaced. On the H200 at batch 32 that was about half of NAtS's host table.
 	type result struct {
 		out   []*tensors.Tensor
 		picks []int32
@@ -1108,14 +1089,28 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 		}
 		done <- result{out: out, picks: tensors.MustCopyFlatData[int32](out[2*L+2])} // NAtS: then the roles [L, B, KV]
 	}()
-	hostStart = time.Now()
-	e.tab.Expire(pos, e.onEvict)
+	hostStart := time.Now()
+	placeErr := e.place(pos, 0)
+	if placeErr == nil {
+		if e.recN == int(ridx) { // the slots of this staged token, for the next commit (commitDest)
+			copy(e.stagedSlots[int(ridx)*rows:], e.tab.Slots())
+			e.recN++
+		} else {
+			e.recN = -1
+		}
+		e.tab.Expire(pos, e.onEvict)
+	}
 	e.flushGarbage()
 	overlap := time.Since(hostStart)
 	res := <-done
 	dev := time.Since(devStart)
 	if res.err != nil {
 		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, res.err)
+	}
+	if placeErr != nil {
+		e.garbage = append(e.garbage, res.out...)
+		e.flushGarbage()
+		return StepOut{}, placeErr
 	}
 	out, argmax := res.out, res.picks
 	if want := B + rows; e.spec.kind == kindNAtS && len(argmax) != want {
@@ -1152,9 +1147,17 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
 		return StepOut{}, err
 	}
-	host += time.Since(hostStart)
+	host := time.Since(hostStart)
 	e.pos++
 	e.next = argmax
+	if e.tab.Cap() != e.devCap { // placing the token grew the table: the buffers grow now, the token committed with them
+		e.stepGrowths++
+		growStart := time.Now()
+		if err := e.commit(e.Kr, e.Vr, e.base, e.pos); err != nil {
+			return StepOut{}, err
+		}
+		commitDur += time.Since(growStart)
+	}
 	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds(),
 		CommitSeconds: commitDur.Seconds(), PrepSeconds: prep.Seconds(), OutputSeconds: outDur.Seconds(), OverlapSeconds: overlap.Seconds()}, nil
 }

@@ -232,7 +232,10 @@ func TestDecodeStepsEqualForward(t *testing.T) {
 				if e.destCommits == 0 && (m.name == "full" || m.name == "streamingllm") {
 					t.Fatalf("no commit took the device-side path (commitDest): the test does not exercise it")
 				}
-				t.Logf("%d commits, %d on the device-side path; %d steps uploaded the whole mask", commits, e.destCommits, e.fullMasks)
+				t.Logf("%d commits, %d on the device-side path, %d growths; %d steps uploaded the whole mask", commits, e.destCommits, e.stepGrowths, e.fullMasks)
+				if e.stepGrowths == 0 && (m.name == "full" || strings.HasPrefix(m.name, "nats")) {
+					t.Fatalf("no decoding step grew the cache: the test does not exercise growth after a step")
+				}
 				if maxUpd == 64 && e.fullMasks > 0 {
 					t.Fatalf("MaxUpdates 64: %d steps uploaded the whole mask", e.fullMasks)
 				}
