@@ -4,8 +4,10 @@
 # batch-16 runs of PART=3 and PART=4 (results/latency32k, logs device-2026-11-29e…h.log). Session 10 ran PART=3 with
 # RUNS="nats_8b_b32 full_8b_b32" and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by
 # each commit; logs device-2026-11-29i.log and -l.log) and PART=5 over two calls (the second with SEED and
-# RUNS="h2o tova"; results/latency_random, logs -j and -k). Still open: PART=4's batch-16 pair with the calibration
-# fix, and the batch-8 pair (RUNS="full_8b_b8 nats_8b_b8").
+# RUNS="h2o tova"; results/latency_random, logs -j and -k). Session 11 ran PART=3 with RUNS="nats_8b_b32
+# full_8b_b32" (binary 91ec22a, log -q; ~6 minutes) and RUNS=nats_8b_b32 (binary 2b4a796, log -r). Still open: the
+# batch-32 pair in one call with the current binary (PART=3 as session 11's first), Figure 4 in one call (PART=5),
+# PART=4's batch-16 pair with the calibration fix, and the batch-8 pair (RUNS="full_8b_b8 nats_8b_b8").
 # BACKEND (default xla:cuda) is the runner's -backend for the latency runs.
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
