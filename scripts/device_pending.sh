@@ -19,6 +19,7 @@
 #     ~2 and ~3 minutes).
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16; session 9: ~2.5 and ~3.5
 #     minutes), then, with the time left, scripts/device_diag.sh (where a batch-1 decoding step's time goes).
+#   PART=6 (kind nvidia-h200-x2, ≤ ~9.5 min): PART=5 in one call, in two lanes of runs at once, one GPU each.
 #   PART=5 (≤ ~9.5 min): Figure 4 on the pg19 shape, every method of latency_random.toml at 1k–64k (measured in
 #     session 7 over two calls: H2O was cut at 16k and resumed). A run writes its rows after every prompt length, so
 #     a cut run keeps the lengths it finished: carry the call's tarball and pass it as SEED=FILE, and name the runs
@@ -128,8 +129,40 @@ case $part in
 	echo
 	summary
 	;;
+6)
+	# Figure 4 in one call on a two-GPU machine (kind nvidia-h200-x2): the five runs of latency_random.toml in two lanes
+	# at once, one GPU each (LANE0, default "nats streamingllm full": ~7.5 minutes in session 10; LANE1, default "h2o
+	# tova": ~5.5), each run its own process, both lanes' run folders in $OUT/latency_random.tar.gz and their logs in
+	# $OUT/latency_random-gpu0.log and -gpu1.log. Not run yet.
+	lane() {
+		local gpu=$1 until=$2
+		shift 2
+		for r in "$@"; do
+			local left=$((until - SECONDS))
+			if [ $left -lt 45 ]; then
+				echo "gpu $gpu $r: skipped ($left s left)"
+				continue
+			fi
+			# XLA sees one GPU; -device names it to nvidia-smi (the memory rows and limit), in its PCI order.
+			CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=$gpu timeout -k 5 $left $bin/runner -sweep latency_random.toml \
+				-only "$r" -out /tmp/lat$gpu -device $gpu -backend "${BACKEND:-xla:cuda}" -no-report \
+				>>"$OUT/latency_random-gpu$gpu.log" 2>&1
+			echo "gpu $gpu $r: exit $? (124 = cut) after $SECONDS s"
+		done
+	}
+	# shellcheck disable=SC2086 # LANE0 and LANE1 are lists of run names
+	lane 0 "${LAT_UNTIL:-565}" ${LANE0:-nats streamingllm full} &
+	# shellcheck disable=SC2086
+	lane 1 "${LAT_UNTIL:-565}" ${LANE1:-h2o tova} &
+	wait
+	mkdir -p /tmp/latall
+	for g in 0 1; do [ -d /tmp/lat$g ] && cp -r /tmp/lat$g/. /tmp/latall/; done
+	tar -C /tmp/latall -czf "$OUT/latency_random.tar.gz" . 2>/dev/null
+	echo
+	grep -h -E 'latency .*prompt|failed|rror' "$OUT"/latency_random-gpu*.log | cut -c1-220
+	;;
 *)
-	echo "PART=$part: want 1 to 5" >&2
+	echo "PART=$part: want 1 to 6" >&2
 	exit 2
 	;;
 esac
