@@ -102,9 +102,10 @@ type Engine struct {
 	// host path).
 	stagedSlots  []int32
 	recN         int
-	destCommits  int // commits that took commitDest (tests check that decoding exercises it)
-	stepGrowths  int // decoding steps that grew the cache (tests check that decoding exercises it)
-	deltaCommits int // prefill commits that took commitDelta (tests check that prefill exercises it)
+	destCommits  int   // commits that took commitDest (tests check that decoding exercises it)
+	stepGrowths  int   // decoding steps that grew the cache (tests check that decoding exercises it)
+	failed       error // a decoding step that failed after changing the table: decoding needs a Prefill again
+	deltaCommits int   // prefill commits that took commitDelta (tests check that prefill exercises it)
 	garbage      []*tensors.Tensor
 	// slotPos and slotRole are the device's copy of the slot table, `[L, B, KV, Cap]` int32, during a prefill with
 	// the fast table (Full, StreamingLLM, NAtS): left by the last commitDelta; nil when the next chunk must upload
@@ -550,6 +551,7 @@ func (e *Engine) reset(B, capacity int) error {
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)
 	e.pos, e.base = 0, 0 // Release left no validity, logits, next tokens or queued updates
+	e.failed = nil
 	rows := L * B * KV
 	e.stagedSlots, e.recN = make([]int32, rows*R), 0
 	e.needFull = true
@@ -992,9 +994,10 @@ type StepOut struct {
 	Logits []float32
 	// Argmax is the greedy next token per row.
 	Argmax []int32
-	// Seconds is the wall time of the step; HostSeconds the part spent in the host table outside the graph call
-	// (placing the token, then the policy's decisions on its outputs); DeviceSeconds the time from launching the
-	// step graph to having its greedy tokens on the host (OverlapSeconds ran meanwhile).
+	// Seconds is the wall time of the step; HostSeconds the part spent in the host table after the graph call (the
+	// policy's decisions on its outputs; before 2026-11-29's commit 2b4a796 also placing the token and the window
+	// expiries); DeviceSeconds the time from launching the step graph to having its greedy tokens on the host
+	// (OverlapSeconds ran meanwhile).
 	Seconds, HostSeconds, DeviceSeconds float64
 	// CommitSeconds is the part spent moving staged tokens into the committed buffers (every Options.Staging steps,
 	// and when the capacity grows).
@@ -1003,8 +1006,9 @@ type StepOut struct {
 	// when it is rebuilt, the slot updates, the tokens); OutputSeconds the part after the greedy tokens arrive: the
 	// other outputs read to the host (attention statistics) and converted.
 	PrepSeconds, OutputSeconds float64
-	// OverlapSeconds is the host work done while the device ran the step (the table's window expiries, freeing the
-	// buffers the last step replaced): part of DeviceSeconds, not of the others, unless it outlasted the device.
+	// OverlapSeconds is the host work done while the device ran the step (placing the token in the table, the
+	// table's window expiries, freeing the buffers the last step replaced): part of DeviceSeconds, unless it outlasted
+	// the device.
 	OverlapSeconds float64
 }
 
@@ -1022,6 +1026,9 @@ func (e *Engine) Step(tokens []int32) (StepOut, error) {
 func (e *Engine) step(tokens []int32) (StepOut, error) {
 	if e.tab == nil || e.next == nil {
 		return StepOut{}, errors.New("engine: decoding before Prefill")
+	}
+	if e.failed != nil {
+		return StepOut{}, fmt.Errorf("engine: an earlier step failed, Prefill again (%w)", e.failed)
 	}
 	if len(tokens) != e.batch {
 		return StepOut{}, fmt.Errorf("engine: step with %d tokens, the batch has %d rows", len(tokens), e.batch)
@@ -1051,6 +1058,9 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	w := e.devCap + R
 	if e.needFull { // the whole mask, from the table (the new token is not placed yet: its updates below mark it)
 		e.fullMasks++
+		if e.valid != nil {
+			e.garbage = append(e.garbage, e.valid)
+		}
 		e.valid = e.buildValid()
 		e.clearUpdates()
 	}
@@ -1082,12 +1092,18 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
+		defer func() { // a panic here would end the process: the runner recovers only on its own goroutine
+			if r := recover(); r != nil {
+				done <- result{err: fmt.Errorf("panic: %v", r)}
+			}
+		}()
 		out, err := e.stepExec.Exec(args...)
 		if err != nil {
 			done <- result{err: err}
 			return
 		}
-		done <- result{out: out, picks: tensors.MustCopyFlatData[int32](out[2*L+2])} // NAtS: then the roles [L, B, KV]
+		picks, err := tensors.CopyFlatData[int32](out[2*L+2]) // NAtS: then the roles [L, B, KV]
+		done <- result{out: out, picks: picks, err: err}
 	}()
 	hostStart := time.Now()
 	placeErr := e.place(pos, 0)
@@ -1104,18 +1120,25 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	overlap := time.Since(hostStart)
 	res := <-done
 	dev := time.Since(devStart)
-	if res.err != nil {
-		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %w", pos, res.err)
-	}
-	if placeErr != nil {
+	if placeErr != nil { // nothing placed: the table is as before the step, and the whole mask is rebuilt from it
 		e.garbage = append(e.garbage, res.out...)
 		e.flushGarbage()
+		e.needFull = true
 		return StepOut{}, placeErr
+	}
+	// Past here the table has placed the token and queued evictions for a validity the step did not return: a failed
+	// step leaves the engine unusable until the next Prefill.
+	if res.err != nil {
+		e.garbage = append(e.garbage, res.out...)
+		e.failed = fmt.Errorf("engine: decoding step at position %d: %w", pos, res.err)
+		return StepOut{}, e.failed
 	}
 	out, argmax := res.out, res.picks
 	if want := B + rows; e.spec.kind == kindNAtS && len(argmax) != want {
-		return StepOut{}, fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
+		e.garbage = append(e.garbage, out...)
+		e.failed = fmt.Errorf("engine: decoding step at position %d: %d greedy tokens and roles, want %d + %d (is %T a model.DecodeRoler?)",
 			pos, len(argmax), B, rows, e.Masker)
+		return StepOut{}, e.failed
 	}
 	e.garbage = append(e.garbage, e.Kr...)
 	e.garbage = append(e.garbage, e.Vr...)
@@ -1145,18 +1168,20 @@ func (e *Engine) step(tokens []int32) (StepOut, error) {
 	outDur := time.Since(outStart)
 	hostStart = time.Now()
 	if err := e.tab.End(pos, roles, attn, e.onEvict); err != nil {
+		e.failed = err
 		return StepOut{}, err
 	}
 	host := time.Since(hostStart)
 	e.pos++
 	e.next = argmax
 	if e.tab.Cap() != e.devCap { // placing the token grew the table: the buffers grow now, the token committed with them
-		e.stepGrowths++
 		growStart := time.Now()
 		if err := e.commit(e.Kr, e.Vr, e.base, e.pos); err != nil {
+			e.failed = err
 			return StepOut{}, err
 		}
 		commitDur += time.Since(growStart)
+		e.stepGrowths++
 	}
 	return StepOut{Argmax: argmax, Seconds: time.Since(start).Seconds(), HostSeconds: host.Seconds(), DeviceSeconds: dev.Seconds(),
 		CommitSeconds: commitDur.Seconds(), PrepSeconds: prep.Seconds(), OutputSeconds: outDur.Seconds(), OverlapSeconds: overlap.Seconds()}, nil
@@ -1261,6 +1286,7 @@ func (e *Engine) Decode(n int) (DecodeResult, error) {
 	if len(res.StepSeconds) > 0 {
 		res.Logits = tensors.MustCopyFlatData[float32](e.lastLogits)
 	}
+	e.flushGarbage() // the last step's replaced buffers (the next step would free them during its graph call)
 	res.Next = slices.Clone(e.next)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil

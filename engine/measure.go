@@ -56,6 +56,7 @@ type Result struct {
 	DeviceMsPerToken                 float64     // median over runs of the step graph's part (launch to tokens on the host), ms
 	CommitMsPerToken                 float64     // median over runs of the commits' part (staged tokens moved, growth), ms
 	PrepMsPerToken, OutputMsPerToken float64     // medians over runs of the arguments' and the outputs' parts (StepOut), ms
+	OverlapMsPerToken                float64     // median over runs of the host work done during the graph call (StepOut.OverlapSeconds), ms
 	PeakCacheBytes, PeakChunkBytes   int64       // K/V buffers (committed + staging); the same plus a prefill chunk's K/V
 	LiveBytes                        int64       // pure-Go backend: largest Go heap in use seen after prefill or decoding (0 elsewhere)
 	KVFraction, KVTokens             float64     // NATS-SPEC §1.9 at the end of the last run: kept/seen, and kept slots
@@ -102,6 +103,7 @@ func (r Result) Rows() []Row {
 		row("commit_ms_per_token", r.CommitMsPerToken, n),
 		row("prep_ms_per_token", r.PrepMsPerToken, n),
 		row("output_ms_per_token", r.OutputMsPerToken, n),
+		row("overlap_ms_per_token", r.OverlapMsPerToken, n),
 		row("peak_cache_bytes", float64(r.PeakCacheBytes), 1),
 		row("peak_chunk_bytes", float64(r.PeakChunkBytes), 1),
 		row("kv_fraction", r.KVFraction, 1),
@@ -201,7 +203,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 			return res, err
 		}
 	}
-	var host, dev, commit, prep, outs []float64
+	var host, dev, commit, prep, outs, overlap []float64
 	defer func(p func(done, total int)) { e.Options.Progress = p }(e.Options.Progress) // the caller's, after the runs
 	for i := 0; i < o.Warmup+o.Repeats; i++ {
 		if o.Log != nil { // a long prefill (the first compiles its graphs) says where it is every 30 s
@@ -249,12 +251,14 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 		commit = append(commit, 1e3*dr.CommitSeconds/steps)
 		prep = append(prep, 1e3*dr.PrepSeconds/steps)
 		outs = append(outs, 1e3*dr.OutputSeconds/steps)
+		overlap = append(overlap, 1e3*dr.OverlapSeconds/steps)
 	}
 	res.PrefillMedian, res.PrefillP90 = quantile(res.PrefillSeconds, 0.5), quantile(res.PrefillSeconds, 0.9)
 	res.DecodeMedian, res.DecodeP90 = quantile(res.DecodeMsPerToken, 0.5), quantile(res.DecodeMsPerToken, 0.9)
 	res.HostMsPerToken, res.DeviceMsPerToken = quantile(host, 0.5), quantile(dev, 0.5)
 	res.CommitMsPerToken = quantile(commit, 0.5)
 	res.PrepMsPerToken, res.OutputMsPerToken = quantile(prep, 0.5), quantile(outs, 0.5)
+	res.OverlapMsPerToken = quantile(overlap, 0.5)
 	if res.PrefillMedian > 0 {
 		res.PrefillTokensS = float64(o.PromptLen*o.Batch) / res.PrefillMedian
 	}

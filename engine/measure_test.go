@@ -161,6 +161,9 @@ func TestMeasure(t *testing.T) {
 		if v, ok := got["prep_ms_per_token"]; !ok || v != r.PrepMsPerToken {
 			t.Fatalf("%s: prep_ms_per_token row %v (present %v), want %v", c.name, v, ok, r.PrepMsPerToken)
 		}
+		if v, ok := got["overlap_ms_per_token"]; !ok || v != r.OverlapMsPerToken || v <= 0 {
+			t.Fatalf("%s: overlap_ms_per_token row %v (present %v), want %v > 0", c.name, v, ok, r.OverlapMsPerToken)
+		}
 		if v, ok := got["output_ms_per_token"]; !ok || v != r.OutputMsPerToken {
 			t.Fatalf("%s: output_ms_per_token row %v (present %v), want %v", c.name, v, ok, r.OutputMsPerToken)
 		}

@@ -33,6 +33,7 @@ var latencyMetric = map[string]struct {
 	"commit_ms_per_token":        {"commit_ms_per_token", 1},
 	"prep_ms_per_token":          {"prep_ms_per_token", 1},
 	"output_ms_per_token":        {"output_ms_per_token", 1},
+	"overlap_ms_per_token":       {"overlap_ms_per_token", 1},
 	"peak_cache_bytes":           {"kv_cache_bytes", 1},
 	"peak_chunk_bytes":           {"prefill_chunk_bytes", 1},
 	"kv_fraction":                {"kv_fraction", 1},

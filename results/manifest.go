@@ -53,6 +53,7 @@ type Manifest struct {
 	GoMLXVersion string `json:"gomlx_version"`
 	GoVersion    string `json:"go_version"`
 	Backend      string `json:"backend"`
+	XLAFlags     string `json:"xla_flags,omitempty"` // XLA_FLAGS as the run ended (XLA backends; natsbench adds defaults, model.XLAFlags)
 	Device       string `json:"device"`
 	DType        string `json:"dtype"`
 	Host         string `json:"host"`

@@ -215,6 +215,7 @@ func runOne(ctx context.Context, r sweeps.Run, dir string, exec Executor, o opti
 	m.Status, m.Start = results.StatusRunning, time.Now().UTC()
 	record := func(runErr error) error {
 		m.End = time.Now().UTC()
+		m.XLAFlags = xlaFlags(o.Backend)
 		switch {
 		case runErr == nil:
 			m.Status, m.Error = results.StatusDone, ""
@@ -273,6 +274,18 @@ func safeRun(ctx context.Context, exec Executor, r sweeps.Run, dir, fromDir stri
 		}
 	}()
 	return exec.Run(ctx, r, dir, fromDir)
+}
+
+// xlaFlags is XLA_FLAGS for a run on an XLA backend (the -backend flag, or $NATSBENCH_BACKEND when it is empty):
+// read when the run ends, after opening the backend added natsbench's defaults. "" for other backends.
+func xlaFlags(backend string) string {
+	if backend == "" {
+		backend = os.Getenv("NATSBENCH_BACKEND")
+	}
+	if !strings.HasPrefix(backend, "xla") {
+		return ""
+	}
+	return os.Getenv("XLA_FLAGS")
 }
 
 func manifestOf(r sweeps.Run, o options) results.Manifest {

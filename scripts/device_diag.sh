@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Diagnostics on a lent H200 in one device call (≤ ~9 minutes): where the time of a decoding step and of a NAtS
 # training step goes.
-#   1. sweeps/latency_diag.toml (full attention and NAtS, 1 and 8 layers, 1k and 32k prompts) under XLA's default
-#      flags (dumping the optimised HLO of the decoding step), with Triton GEMM fusions off, and (CMDBUF=1) with
-#      command buffers for every kind;
+#   1. sweeps/latency_diag.toml (full attention and NAtS, 1 and 8 layers, 1k and 32k prompts) under natsbench's
+#      default flags (XLA's, with command buffers off since session 11, model.XLAFlags; dumping the optimised HLO of
+#      the decoding step), with Triton GEMM fusions off, and (CMDBUF=1) with command buffers for every kind;
 #   2. BENCH=1: bench, paper shape: full / NAtS / full through the biased kernel / NAtS without the carrier gradient
 #      (measured 2026-11-29: 19.6 / 37.6 / 22.2 / 25.1 ms).
 #
@@ -24,9 +24,10 @@ diag() { # variant XLA_FLAGS seconds
 		>"$OUT/diag-$1.log" 2>&1
 	echo "diag $1: exit $?"
 }
-# Variants: XLA's default (with the optimised HLO of every graph dumped, to count a decoding step's kernels per
+# Variants: natsbench's default (with the optimised HLO of every graph dumped, to count a decoding step's kernels per
 # layer), Triton GEMM fusions off (cuBLAS for every matmul: a batch-1 step is all matrix-vector products), and
-# command buffers for every kind (measured 2026-11-29: no gain, kept for comparison).
+# command buffers for every kind (measured 2026-11-29 when XLA's default had them on for some kinds: no gain, kept
+# for comparison).
 diag default "--xla_dump_to=/tmp/hlo_diag --xla_dump_hlo_as_text" "${DIAG_S:-100}"
 steps=$(cd /tmp && ls hlo_diag/*after_optimizations.txt 2>/dev/null | grep -i step)
 if [ -n "$steps" ]; then (cd /tmp && tar -czf "$OUT/hlo-diag.tar.gz" $steps); else ls /tmp/hlo_diag | head -20; fi

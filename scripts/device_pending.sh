@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurements still open, one device call each on one H200 (each under the 10-minute limit). Session 8 ran
+# The measurements still open, one device call each on one H200 (PART=6: on two; each under the 10-minute limit). Session 8 ran
 # PART=1 (32 layers at 16k fit: plan 105.6 GiB, 24.6 s a step) and PART=2; session 9 the 8B-shaped batch-8 and
 # batch-16 runs of PART=3 and PART=4 (results/latency32k, logs device-2026-11-29e…h.log). Session 10 ran PART=3 with
 # RUNS="nats_8b_b32 full_8b_b32" and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by
@@ -19,11 +19,13 @@
 #     ~2 and ~3 minutes).
 #   PART=4 (≤ ~9.5 min): latency32k's 8B-shaped batch-16 runs (full_8b_b16, nats_8b_b16; session 9: ~2.5 and ~3.5
 #     minutes), then, with the time left, scripts/device_diag.sh (where a batch-1 decoding step's time goes).
-#   PART=6 (kind nvidia-h200-x2, ≤ ~9.5 min): PART=5 in one call, in two lanes of runs at once, one GPU each.
 #   PART=5 (≤ ~9.5 min): Figure 4 on the pg19 shape, every method of latency_random.toml at 1k–64k (measured in
 #     session 7 over two calls: H2O was cut at 16k and resumed). A run writes its rows after every prompt length, so
 #     a cut run keeps the lengths it finished: carry the call's tarball and pass it as SEED=FILE, and name the runs
 #     still to do in RUNS (e.g. RUNS="h2o tova full"); the next attempt measures only the missing lengths.
+#
+#   PART=6 (kind nvidia-h200-x2, ≤ ~9.5 min): PART=5 in one call, in two lanes of runs at once, one GPU and half
+#     the cores each (LANE0, LANE1; SEED as in PART=5).
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
@@ -133,10 +135,16 @@ case $part in
 	# Figure 4 in one call on a two-GPU machine (kind nvidia-h200-x2): the five runs of latency_random.toml in two lanes
 	# at once, one GPU each (LANE0, default "nats streamingllm full": ~7.5 minutes in session 10; LANE1, default "h2o
 	# tova": ~5.5), each run its own process, both lanes' run folders in $OUT/latency_random.tar.gz and their logs in
-	# $OUT/latency_random-gpu0.log and -gpu1.log. Not run yet.
+	# $OUT/latency_random-gpu0.log and -gpu1.log. Each lane gets half the machine's cores (taskset): H2O's and TOVA's
+	# host work is CPU-heavy, and the lanes should not slow each other's host parts; check one lane's numbers against
+	# PART=5's before trusting the comparison. SEED (a tarball of earlier run folders) seeds both lanes. Not run yet.
+	half=$(($(nproc) / 2))
 	lane() {
 		local gpu=$1 until=$2
 		shift 2
+		if [ -n "${SEED:-}" ]; then mkdir -p /tmp/lat$gpu && tar -xzf "$SEED" -C /tmp/lat$gpu; fi
+		local pin=()
+		command -v taskset >/dev/null && pin=(taskset -c $((gpu * half))-$((gpu * half + half - 1)))
 		for r in "$@"; do
 			local left=$((until - SECONDS))
 			if [ $left -lt 45 ]; then
@@ -144,7 +152,7 @@ case $part in
 				continue
 			fi
 			# XLA sees one GPU; -device names it to nvidia-smi (the memory rows and limit), in its PCI order.
-			CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=$gpu timeout -k 5 $left $bin/runner -sweep latency_random.toml \
+			CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=$gpu timeout -k 5 $left "${pin[@]}" $bin/runner -sweep latency_random.toml \
 				-only "$r" -out /tmp/lat$gpu -device $gpu -backend "${BACKEND:-xla:cuda}" -no-report \
 				>>"$OUT/latency_random-gpu$gpu.log" 2>&1
 			echo "gpu $gpu $r: exit $? (124 = cut) after $SECONDS s"

@@ -5,8 +5,9 @@
 #                 inputs the same every call or the previous call's outputs;
 #   3. engine:    engine.TestGPUEngineVsGraph at a 4,096-token prompt, the engine's step beside its graph called
 #                 alone, with uploads, and chained as decoding chains it;
-#   4. cmdbuf:    3 with XLA's command buffers on (natsbench turns them off, model.XLAFlags; session 11 measured
-#                 a chained call 0.6–0.9 ms slower with them on);
+#   4. cmdbuf:    3 with XLA's command buffers on for fusions and cuBLAS calls (a subset of XLA's own default list;
+#                 natsbench turns them off, model.XLAFlags; session 11 measured a chained call 0.6–0.9 ms slower
+#                 with XLA's default);
 #   5. autotune0: 1 with XLA's autotuning off (session 11: 2.3–3.8× slower steps).
 # Nsight Compute (ncu) segfaulted attaching to the test process on 2026-11-29, so no kernel-level profile.
 #   build here:  CGO_ENABLED=1 go test -c -tags 'xla gpu' -o .carry/dev/engine.test ./engine && xz -T2 -f .carry/dev/engine.test
