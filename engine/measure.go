@@ -235,7 +235,7 @@ func Measure(e *Engine, o MeasureOptions) (Result, error) {
 			if i < o.Warmup {
 				kind, k, n = "warm-up", i+1, o.Warmup
 			}
-			fmt.Fprintf(o.Log, "    %s %d/%d: prefill %.2f s (%d chunks of %d; graphs %.2f s, arguments %.2f, host table %.2f, commits %.2f, other %.2f), decode %.3f ms/token (device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs %.3f; host work during the device's %.3f), %d slots\n",
+			fmt.Fprintf(o.Log, "    %s %d/%d: prefill %.2f s (%d chunks of %d; graphs %.2f s, arguments %.2f, host table %.2f, commits %.2f, other %.2f), decode %.3f ms/token (device %.3f, host table %.3f, commit %.3f, arguments %.3f, outputs %.3f; host work during the graph call %.3f), %d slots\n",
 				kind, k, n, pr.Seconds, pr.Chunks, pr.Chunk, pr.GraphSeconds, pr.ArgsSeconds, pr.HostSeconds, pr.CommitSeconds,
 				pr.Seconds-pr.GraphSeconds-pr.ArgsSeconds-pr.HostSeconds-pr.CommitSeconds, 1e3*s/steps, 1e3*dr.DeviceSeconds/steps,
 				1e3*dr.HostSeconds/steps, 1e3*dr.CommitSeconds/steps, 1e3*dr.PrepSeconds/steps, 1e3*dr.OutputSeconds/steps, 1e3*dr.OverlapSeconds/steps, e.Cap())
