@@ -190,6 +190,24 @@ func TestGPUFigure4(t *testing.T) {
 	}
 }
 
+// envInt is the integer in environment variable k, or def when it is unset.
+func envInt(t *testing.T, k string, def int) int {
+	if s := os.Getenv(k); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("%s=%q: %v", k, s, err)
+		}
+		return n
+	}
+	return def
+}
+
+// shape8B is the 8B-shaped attention of sweeps/latency32k.toml: d 4096, 32 heads, 8 KV heads, 8 layers, bf16.
+func shape8B() model.Config {
+	return model.Config{VocabSize: 50304, DModel: 4096, NLayers: 8, NHeads: 32, NKVHeads: 8, FFNMult: 4, MaxSeqLen: 33024,
+		RopeTheta: 500000, RopeScaling: "none", DType: "bfloat16"}
+}
+
 // TestGPUStepGraph times the decoding step graph alone — the device part of a step, with no host table — on the
 // 8B-shaped attention of sweeps/latency32k.toml (d 4096, 32 heads, 8 KV heads, 8 layers, bf16) at a batch
 // (NATSBENCH_STEP_BATCH, default 32) and capacities (NATSBENCH_STEP_RUNS, default "full:33792,nats:2560": full
@@ -197,23 +215,12 @@ func TestGPUFigure4(t *testing.T) {
 // step's device time does not depend on the values. NATSBENCH_STEP_N sets the steps per timed repeat (default 50).
 func TestGPUStepGraph(t *testing.T) {
 	backend := sharedGPU(t)
-	envInt := func(k string, def int) int {
-		if s := os.Getenv(k); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatalf("%s=%q: %v", k, s, err)
-			}
-			return n
-		}
-		return def
-	}
-	B := envInt("NATSBENCH_STEP_BATCH", 32)
+	B := envInt(t, "NATSBENCH_STEP_BATCH", 32)
 	runs := "full:33792,nats:2560"
 	if s := os.Getenv("NATSBENCH_STEP_RUNS"); s != "" {
 		runs = s
 	}
-	cfg := model.Config{VocabSize: 50304, DModel: 4096, NLayers: 8, NHeads: 32, NKVHeads: 8, FFNMult: 4, MaxSeqLen: 33024,
-		RopeTheta: 500000, RopeScaling: "none", DType: "bfloat16"}
+	cfg := shape8B()
 	L, KV, d := cfg.NLayers, cfg.KVHeads(), cfg.DModel
 	for _, run := range strings.Split(runs, ",") {
 		name, capS, _ := strings.Cut(run, ":")
@@ -267,7 +274,7 @@ func TestGPUStepGraph(t *testing.T) {
 		for i := 0; i < 5; i++ {
 			step()
 		}
-		n := envInt("NATSBENCH_STEP_N", 50)
+		n := envInt(t, "NATSBENCH_STEP_N", 50)
 		var times []float64
 		for rep := 0; rep < 3; rep++ {
 			st := time.Now()
@@ -294,23 +301,12 @@ func TestGPUStepGraph(t *testing.T) {
 // call's inputs, freed after the next read, as Decode does).
 func TestGPUEngineVsGraph(t *testing.T) {
 	backend := sharedGPU(t)
-	envInt := func(k string, def int) int {
-		if s := os.Getenv(k); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil {
-				t.Fatalf("%s=%q: %v", k, s, err)
-			}
-			return n
-		}
-		return def
-	}
-	B, P := envInt("NATSBENCH_STEP_BATCH", 32), envInt("NATSBENCH_ENGINE_PROMPT", 4096)
+	B, P := envInt(t, "NATSBENCH_STEP_BATCH", 32), envInt(t, "NATSBENCH_ENGINE_PROMPT", 4096)
 	runs := "full,nats"
 	if s := os.Getenv("NATSBENCH_ENGINE_RUNS"); s != "" {
 		runs = s
 	}
-	cfg := model.Config{VocabSize: 50304, DModel: 4096, NLayers: 8, NHeads: 32, NKVHeads: 8, FFNMult: 4, MaxSeqLen: 33024,
-		RopeTheta: 500000, RopeScaling: "none", DType: "bfloat16"}
+	cfg := shape8B()
 	if os.Getenv("NATSBENCH_STEP_SMALL") != "" { // a check of the test itself on the pure-Go backend
 		cfg = model.Config{VocabSize: 256, DModel: 64, NLayers: 2, NHeads: 4, NKVHeads: 2, FFNMult: 4, MaxSeqLen: 4096,
 			RopeTheta: 500000, RopeScaling: "none", DType: "float32"}

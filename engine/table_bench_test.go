@@ -61,21 +61,7 @@ func BenchmarkPrefillHostTable(b *testing.B) {
 			if touch {
 				evicted = func(row, slot int, _ int32) { e.touchSlot(row, int32(slot)) }
 			}
-			r := rand.New(rand.NewPCG(1, 2))
-			pool := make([][]uint8, 97) // role vectors drawn ahead, so that the timing leaves the draws out
-			for k := range pool {
-				pool[k] = make([]uint8, rows)
-				for j := range pool[k] {
-					switch x := r.Float64(); {
-					case x < 0.045:
-						pool[k][j] = uint8(kvcache.Global)
-					case x < 0.095:
-						pool[k][j] = uint8(kvcache.Local)
-					default:
-						pool[k][j] = uint8(kvcache.Window)
-					}
-				}
-			}
+			pool := rolePool(rows) // role vectors drawn ahead, so that the timing leaves the draws out
 			listed := 0
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
@@ -160,18 +146,9 @@ func BenchmarkPrefillHostGeneric(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeHostTable splits the host table's work per decoding step as Engine.step does it — 8 layers,
-// batch 32, 8 KV heads (2,048 rows, the 8B-shaped latency runs), NAtS roles at pg19 λ = 5e-7's rates, the
-// evictions reported as the engine queues them: Place and Expire run during the graph call ("overlapped"), End
-// after it, on the step's critical path ("serial"). Here (2 cores, 2026-11-29, 3 runs): overlapped 103–112 µs a
-// step, serial 40–43 µs (before the engine placed during the call: Place and End 93–98, Expire 48–50).
-//
-//	go test -run '^$' -bench DecodeHostTable -benchtime 20000x ./engine
-func BenchmarkDecodeHostTable(b *testing.B) {
-	const L, B, KV, W = 8, 32, 8, 16
-	rows := L * B * KV
-	tab := newFastTable(spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}, L, B, KV, 1024)
-	tab.steps = 4
+// rolePool returns 97 role vectors of rows decisions at pg19 λ = 5e-7's rates (Global 0.045, Local 0.05, Window
+// 0.905), drawn with a fixed seed.
+func rolePool(rows int) [][]uint8 {
 	r := rand.New(rand.NewPCG(1, 2))
 	pool := make([][]uint8, 97)
 	for k := range pool {
@@ -187,6 +164,22 @@ func BenchmarkDecodeHostTable(b *testing.B) {
 			}
 		}
 	}
+	return pool
+}
+
+// BenchmarkDecodeHostTable splits the host table's work per decoding step as Engine.step does it — 8 layers,
+// batch 32, 8 KV heads (2,048 rows, the 8B-shaped latency runs), NAtS roles at pg19 λ = 5e-7's rates, the
+// evictions reported as the engine queues them: Place and Expire run during the graph call ("overlapped"), End
+// after it, on the step's critical path ("serial"). Here (2 cores, 2026-11-29, 3 runs): overlapped 103–112 µs a
+// step, serial 40–43 µs (before the engine placed during the call: Place and End 93–98, Expire 48–50).
+//
+//	go test -run '^$' -bench DecodeHostTable -benchtime 20000x ./engine
+func BenchmarkDecodeHostTable(b *testing.B) {
+	const L, B, KV, W = 8, 32, 8, 16
+	rows := L * B * KV
+	tab := newFastTable(spec{kind: kindNAtS, window: W, chunk: 1, needs: kvcache.Roles}, L, B, KV, 1024)
+	tab.steps = 4
+	pool := rolePool(rows)
 	var queued []int32
 	evict := func(row, slot int, _ int32) { queued = append(queued, int32(row), int32(slot)) }
 	var serial, overlapped time.Duration
