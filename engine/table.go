@@ -225,7 +225,7 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 	case kindFull:
 		return nil
 	case kindSink:
-		last := pos + 1 - int32(t.s.budget-t.s.sinks) // newest position leaving the window
+		c, last := t.windowEnd(pos)
 		t.each(func(p *rowPart, lo, hi int) {
 			p.freed = p.freed[:0]
 			for r := lo; r < hi; r++ {
@@ -233,7 +233,7 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 				if pos >= int32(t.s.sinks) {
 					row.fifo = append(row.fifo, posSlot{pos, t.slots[r]})
 				}
-				t.expire(p, r, 1, last)
+				t.expire(p, r, c, last)
 			}
 		})
 	case kindNAtS:
@@ -256,27 +256,26 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 }
 
 func (t *fastTable) Expire(pos int32, evict func(row, slot int, pos int32)) {
-	switch t.s.kind {
-	case kindSink:
-		last := pos + 1 - int32(t.s.budget-t.s.sinks)
-		t.each(func(p *rowPart, lo, hi int) {
-			p.freed = p.freed[:0]
-			for r := lo; r < hi; r++ {
-				t.expire(p, r, 1, last)
-			}
-		})
-	case kindNAtS:
-		c, w := int32(t.s.chunk), int32(t.s.window)
-		t.each(func(p *rowPart, lo, hi int) {
-			p.freed = p.freed[:0]
-			for r := lo; r < hi; r++ {
-				t.expire(p, r, c, pos-w)
-			}
-		})
-	default:
+	if t.s.kind != kindSink && t.s.kind != kindNAtS {
 		return
 	}
+	c, last := t.windowEnd(pos)
+	t.each(func(p *rowPart, lo, hi int) {
+		p.freed = p.freed[:0]
+		for r := lo; r < hi; r++ {
+			t.expire(p, r, c, last)
+		}
+	})
 	t.report(evict)
+}
+
+// windowEnd is what End(pos) frees from a row's window queue (StreamingLLM, NAtS): the tokens whose chunk of c
+// tokens ends at or before last.
+func (t *fastTable) windowEnd(pos int32) (c, last int32) {
+	if t.s.kind == kindSink {
+		return 1, pos + 1 - int32(t.s.budget-t.s.sinks) // newest position leaving the window
+	}
+	return int32(t.s.chunk), pos - int32(t.s.window)
 }
 
 // expire frees the head of a row's window queue while its token's chunk of c tokens ends at or before last: the
@@ -306,7 +305,7 @@ func (t *fastTable) report(evict func(row, slot int, pos int32)) {
 func (t *fastTable) endNAtS(p *rowPart, lo, hi int, pos int32, roles []uint8) {
 	p.freed = p.freed[:0]
 	clear(p.decided)
-	c, w := int32(t.s.chunk), int32(t.s.window)
+	c, last := t.windowEnd(pos)
 	complete := pos%c == c-1
 	bh := t.b * t.h
 	for r := lo; r < hi; r++ {
@@ -338,7 +337,7 @@ func (t *fastTable) endNAtS(p *rowPart, lo, hi int, pos int32, roles []uint8) {
 			}
 			row.pending = row.pending[:0]
 		}
-		t.expire(p, r, c, pos-w)
+		t.expire(p, r, c, last)
 	}
 }
 
