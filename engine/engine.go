@@ -422,6 +422,10 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		}
 		e.next = tensors.MustCopyFlatData[int32](argmax)
 		res.GraphSeconds += time.Since(graphStart).Seconds()
+		// Read to the host: the device copies go now (the tokens, the greedy picks, roles and attention statistics),
+		// with the last commit's replaced buffers, rather than whenever Go's collector runs their finalizers.
+		e.garbage = append(e.garbage, tok, argmax)
+		e.garbage = append(e.garbage, out[2*L+3:]...)
 		e.flushGarbage()
 		e.track(int64(2*L*B*H*T*e.Cfg.HeadDim()) * e.elemBytes())
 		hostStart := time.Now()
@@ -469,6 +473,20 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 			e.dropSlots() // the table changed beyond this chunk's slots: the next chunk uploads it
 		}
 		res.CommitSeconds += time.Since(commitStart).Seconds()
+		// The commit has replaced the cache: the old K/V (a whole cache's size) and this chunk's K/V are freed before
+		// the next chunk's graph runs, so that it does not hold two caches beside its own temporaries. Holding them
+		// until the next chunk's host read, full attention at 32k, batch 32 on the 8B shape (35.5 GB of cache, 8 GiB
+		// of attention scores per chunk) ran out of the H200's memory mid-prefill once in three calls
+		// (results/latency32k/device-2026-11-29t.log).
+		e.garbage = append(e.garbage, kc...)
+		e.garbage = append(e.garbage, vc...)
+		if e.state != nil {
+			e.garbage = append(e.garbage, e.state)
+		}
+		if e.lastLogits != nil {
+			e.garbage = append(e.garbage, e.lastLogits)
+		}
+		e.flushGarbage()
 		e.state = state
 		e.lastLogits = logits
 		if e.Options.AllLogits {
