@@ -27,6 +27,10 @@
 #   PART=6 (kind nvidia-h200-x2, ≤ ~9.5 min): PART=5 in one call, in two lanes of runs at once, one GPU and half
 #     the cores each (LANE0, LANE1; SEED as in PART=5).
 #
+#   PART=7 (≤ ~9.8 min): the batch-32 pair (BACKEND default xla:cuda,memory_fraction=0.95), then StreamingLLM's
+#     Figure 4 run with XLA's command buffers off (natsbench's default) and on (XLA's default list), in
+#     $OUT/cmdbuf-off.log and -on.log with their run folders in cmdbuf-off.tar.gz and -on.tar.gz.
+#
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
 #                PART=2..5 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
@@ -169,8 +173,32 @@ case $part in
 	echo
 	grep -h -E 'latency .*prompt|failed|rror' "$OUT"/latency_random-gpu*.log | cut -c1-220
 	;;
+7)
+	# The batch-32 pair of latency32k (PART=3's, full attention first), then, with the time left, Figure 4's StreamingLLM
+	# run (batch 1, 1k–64k) twice in separate processes: with natsbench's default (XLA's command buffers off) and with
+	# XLA's own default list on, both on this machine (batch-1 steps are per-kernel cost, where CUDA graphs help).
+	BACKEND=${BACKEND:-xla:cuda,memory_fraction=0.95} lat "${LAT_UNTIL:-430}" full_8b_b32 nats_8b_b32
+	echo
+	summary
+	cb="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN"
+	[ -d /usr/local/cuda ] && cb="--xla_gpu_cuda_data_dir=/usr/local/cuda $cb"
+	for mode in off on; do
+		left=$((${AB_UNTIL:-585} - SECONDS))
+		if [ $left -lt 80 ]; then
+			echo "streamingllm, command buffers $mode: skipped ($left s left)"
+			continue
+		fi
+		flags=${XLA_FLAGS:-}
+		[ $mode = on ] && flags=$cb
+		XLA_FLAGS=$flags timeout -k 5 $left $bin/runner -sweep latency_random.toml -only streamingllm -out /tmp/cb$mode \
+			-backend xla:cuda -no-report >"$OUT/cmdbuf-$mode.log" 2>&1
+		echo "streamingllm, command buffers $mode: exit $? (124 = cut) after $SECONDS s"
+		tar -C /tmp/cb$mode -czf "$OUT/cmdbuf-$mode.tar.gz" . 2>/dev/null
+		grep -h -E 'latency .*prompt .*prefill|rror' "$OUT/cmdbuf-$mode.log" | cut -c1-120
+	done
+	;;
 *)
-	echo "PART=$part: want 1 to 6" >&2
+	echo "PART=$part: want 1 to 7" >&2
 	exit 2
 	;;
 esac
