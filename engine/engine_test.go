@@ -786,3 +786,44 @@ func TestPrefillParts(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefillFreesReplacedCache: by the end of each prefill chunk (its Progress call) the cache that the chunk's commit
+// replaced is freed, so that the next chunk's graph never runs beside two caches (full attention at 32k, batch 32 on
+// the 8B shape ran out of the H200's memory when the old cache waited for the next chunk's host read).
+func TestPrefillFreesReplacedCache(t *testing.T) {
+	cfg := tiny()
+	backend := testBackend(t)
+	nm := mustNAtS(t, nats.Config{Window: 4, Chunk: 1})
+	for _, c := range []struct {
+		name string
+		m    model.Masker
+		ev   kvcache.Evictor
+	}{{"full", nil, nil}, {"nats", nm, policy.NAtS{Window: 4, Chunk: 1}}, {"h2o", nil, policy.H2O{Budget: 12, Recent: 4}}} {
+		var e *Engine
+		var last []*tensors.Tensor
+		calls := 0
+		opt := Options{Progress: func(done, total int) {
+			calls++
+			for i, k := range last {
+				if k.Ok() {
+					t.Errorf("%s: after the chunk ending at %d of %d, the cache's K/V buffer %d of the chunk before is still live", c.name, done, total, i)
+				}
+			}
+			last = append(append(last[:0], e.K...), e.V...)
+		}}
+		var err error
+		e, err = New(backend, cfg, c.m, c.ev, model.NewParams(model.Specs(cfg, c.m), 1), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Prefill(randTokens(rand.New(rand.NewPCG(5, 5)), 2, 40, cfg.VocabSize), 8); err != nil {
+			t.Fatal(err)
+		}
+		if calls != 5 {
+			t.Fatalf("%s: %d Progress calls, want 5 chunks", c.name, calls)
+		}
+		if _, err := e.Decode(3); err != nil { // the freed buffers were not in use
+			t.Fatalf("%s: decoding after prefill: %v", c.name, err)
+		}
+	}
+}
