@@ -68,9 +68,12 @@ func NewBackend(spec string) (compute.Backend, error) {
 //     every training step's weights — cost 0.6–0.9 ms more than one whose inputs stayed the same (XLA updates its
 //     recorded graphs when a buffer's address changes); with them off it cost nothing more, and the engine's
 //     decoding step at batch 32 on the 8B-shaped attention took 3.27 ms instead of 4.43 (NAtS) and 4.31 instead
-//     of 4.94–5.13 (full attention) (engine.TestGPUEngineVsGraph, docs/engine-measurements.md).
+//     of 4.94–5.13 (full attention) (engine.TestGPUEngineVsGraph, docs/engine-measurements.md). The choice is the
+//     batch-32 regime's: at batch 1 on the pg19 shape, whose steps are many small kernels, the graphs saved 0.3–0.7
+//     ms a token instead (results/latency_cmdbuf).
 //
-// Setting an option in XLA_FLAGS keeps the caller's value (e.g. --xla_gpu_enable_command_buffer=FUSION,CUBLAS).
+// Setting an option in XLA_FLAGS keeps the caller's value (XLA's own list for command buffers:
+// --xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN).
 func XLAFlags(cur string, cuda bool) string {
 	flags := cur
 	add := func(name, value string) {
