@@ -5,9 +5,11 @@
 # RUNS="nats_8b_b32 full_8b_b32" and BACKEND=xla:cuda,memory_fraction=0.95 (35 GB of full-attention cache, copied by
 # each commit; logs device-2026-11-29i.log and -l.log) and PART=5 over two calls (the second with SEED and
 # RUNS="h2o tova"; results/latency_random, logs -j and -k). Session 11 ran PART=3 with RUNS="nats_8b_b32
-# full_8b_b32" (binary 91ec22a, log -q; ~6 minutes) and RUNS=nats_8b_b32 (binary 2b4a796, log -r). Still open: the
-# batch-32 pair in one call with the current binary (PART=3 as session 11's first), Figure 4 in one call (PART=5),
-# PART=4's batch-16 pair with the calibration fix, and the batch-8 pair (RUNS="full_8b_b8 nats_8b_b8").
+# full_8b_b32" (binary 91ec22a, log -q; ~6 minutes) and RUNS=nats_8b_b32 (binary 2b4a796, log -r). Session 12 ran
+# PART=6 (results/latency_random, logs -s-gpu0/-gpu1: GPU 0's lane, then "nats streamingllm full", was cut in full
+# attention's 64k point), PART=5 with RUNS=full and SEED (its 64k point, log -t), PART=3 with the pair (full attention
+# ran out of memory in prefill, results/latency32k/device-2026-11-29t.log) and PART=7 (log -u, results/latency_cmdbuf).
+# Still open: PART=4's batch-16 pair with the calibration fix, and the batch-8 pair (RUNS="full_8b_b8 nats_8b_b8").
 # BACKEND (default xla:cuda) is the runner's -backend for the latency runs.
 #   PART=1 (≤ ~9 min): fine-tuning memory of Llama-3-8B (random weights, bf16 compute and weights, per-layer
 #     checkpointing, the carrier's backward in query blocks) with the XLA allocator allowed 95% of the GPU (-backend
@@ -137,11 +139,11 @@ case $part in
 	;;
 6)
 	# Figure 4 in one call on a two-GPU machine (kind nvidia-h200-x2): the five runs of latency_random.toml in two lanes
-	# at once, one GPU each (LANE0, default "nats streamingllm full": ~7.5 minutes in session 10; LANE1, default "h2o
-	# tova": ~5.5), each run its own process, both lanes' run folders in $OUT/latency_random.tar.gz and their logs in
-	# $OUT/latency_random-gpu0.log and -gpu1.log. Each lane gets half the machine's cores (taskset): H2O's and TOVA's
-	# host work is CPU-heavy, and the lanes should not slow each other's host parts; check one lane's numbers against
-	# PART=5's before trusting the comparison. SEED (a tarball of earlier run folders) seeds both lanes. Not run yet.
+	# at once, one GPU each, each run its own process, both lanes' run folders in $OUT/latency_random.tar.gz and their
+	# logs in $OUT/latency_random-gpu0.log and -gpu1.log. Each lane gets half the machine's cores (taskset): H2O's and
+	# TOVA's host work is CPU-heavy, and the lanes should not slow each other's host parts. SEED (a tarball of earlier
+	# run folders) seeds both lanes. Session 12's times per run: NAtS 5m57s, StreamingLLM 1m15s, full attention ~2m50s,
+	# H2O 3m08s, TOVA 3m14s; hence the lanes LANE0 "nats full" (~8.8 min) and LANE1 "h2o tova streamingllm" (~7.6).
 	half=$(($(nproc) / 2))
 	lane() {
 		local gpu=$1 until=$2
@@ -163,9 +165,9 @@ case $part in
 		done
 	}
 	# shellcheck disable=SC2086 # LANE0 and LANE1 are lists of run names
-	lane 0 "${LAT_UNTIL:-565}" ${LANE0:-nats streamingllm full} &
+	lane 0 "${LAT_UNTIL:-565}" ${LANE0:-nats full} &
 	# shellcheck disable=SC2086
-	lane 1 "${LAT_UNTIL:-565}" ${LANE1:-h2o tova} &
+	lane 1 "${LAT_UNTIL:-565}" ${LANE1:-h2o tova streamingllm} &
 	wait
 	mkdir -p /tmp/latall
 	for g in 0 1; do [ -d /tmp/lat$g ] && cp -r /tmp/lat$g/. /tmp/latall/; done
