@@ -29,8 +29,9 @@ type Options struct {
 	// head) on average: past L·B·KV·MaxUpdates queued changes the step uploads the whole validity mask instead. The
 	// list is padded to a power of two, one compiled step per size (the sizes only grow). Default 64.
 	MaxUpdates int
-	// MemLimitBytes bounds the K/V buffers (committed cache plus staging; during prefill also the chunk's K/V),
-	// in bytes; 0 means no limit. GoMLX does not report free device memory, so the caller passes the limit.
+	// MemLimitBytes bounds the K/V buffers (committed cache plus staging, counted twice because a commit holds the
+	// old and the new buffers at once; during prefill also the chunk's K/V), in bytes; 0 means no limit. GoMLX does
+	// not report free device memory, so the caller passes the limit.
 	MemLimitBytes int64
 	// MaxNewTokens is the number of tokens the caller means to decode after the prompt; it only sizes the first
 	// allocation of policies with a known bound (Full: prompt + new tokens; StreamingLLM, H2O, TOVA: the budget).
@@ -226,15 +227,19 @@ func (e *Engine) cacheBytes(b, capacity int) int64 {
 		int64(e.Cfg.HeadDim()) * e.elemBytes()
 }
 
+// checkMem reports whether a cache of capacity slots for batch b, with extra tokens' K/V beside it (a prefill chunk),
+// fits Options.MemLimitBytes while a commit runs: a commit gathers the whole cache into new buffers, so the old and
+// the new are live at once.
 func (e *Engine) checkMem(what string, b, capacity, extra int) error {
 	lim := e.Options.MemLimitBytes
 	if lim == 0 {
 		return nil
 	}
-	need := e.cacheBytes(b, capacity) + 2*int64(e.Cfg.NLayers)*int64(b)*int64(e.Cfg.KVHeads())*int64(extra)*int64(e.Cfg.HeadDim())*e.elemBytes()
+	cache := e.cacheBytes(b, capacity)
+	need := 2*cache + 2*int64(e.Cfg.NLayers)*int64(b)*int64(e.Cfg.KVHeads())*int64(extra)*int64(e.Cfg.HeadDim())*e.elemBytes()
 	if need > lim {
-		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d), over the limit (Options.MemLimitBytes = %d)",
-			what, need, capacity, b, lim)
+		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d: %d for the cache, twice that while a commit copies it, plus a chunk's K/V), over the limit (Options.MemLimitBytes = %d)",
+			what, need, capacity, b, cache, lim)
 	}
 	return nil
 }

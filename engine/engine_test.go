@@ -497,8 +497,8 @@ func TestBadInput(t *testing.T) {
 	if _, err := eh2.Prefill(randTokens(rand.New(rand.NewPCG(1, 3)), 1, 1<<15, cfg.VocabSize), 1<<15); err == nil || !strings.Contains(err.Error(), "smaller chunk") {
 		t.Fatalf("H2O prefill with a huge chunk: %v", err)
 	}
-	// Memory: full attention over 40 tokens needs a 64-slot cache.
-	lim := e.cacheBytes(1, 64) - 1
+	// Memory: full attention over 40 tokens needs a 64-slot cache, twice while a commit copies it.
+	lim := 2*e.cacheBytes(1, 64) - 1
 	em, _ := New(backend, cfg, nil, nil, params, Options{MemLimitBytes: lim, MaxNewTokens: 20})
 	if _, err := em.Prefill(randTokens(rand.New(rand.NewPCG(1, 2)), 1, 20, cfg.VocabSize), 8); err == nil || !strings.Contains(err.Error(), "MemLimitBytes") {
 		t.Fatalf("memory limit: %v", err)
@@ -524,7 +524,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("decode past max_seq_len: %v", err)
 	}
 	// NAtS grows on demand: a limit below the first growth is reported when the growth is needed.
-	enm, _ := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: 2}, globalParams(cfg, nm), Options{MemLimitBytes: e.cacheBytes(1, 16) + 2*2*2*2*4*4})
+	enm, _ := New(backend, cfg, nm, policy.NAtS{Window: 4, Chunk: 2}, globalParams(cfg, nm), Options{MemLimitBytes: 2*e.cacheBytes(1, 16) + 2*2*2*2*4*4})
 	if _, err := enm.Prefill(randTokens(rand.New(rand.NewPCG(4, 2)), 1, 40, cfg.VocabSize), 2); err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "growing") {
 		t.Fatalf("NAtS growth over the limit: %v", err)
 	}
@@ -629,7 +629,7 @@ func TestFullCapacityIsTight(t *testing.T) {
 	if err := probe.init(); err != nil {
 		t.Fatal(err)
 	}
-	lim := probe.cacheBytes(1, 3072) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	lim := 2*probe.cacheBytes(1, 3072) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
 	e, err := New(backend, cfg, nil, nil, params, Options{MaxNewTokens: N, MemLimitBytes: lim})
 	if err != nil {
 		t.Fatal(err)
@@ -686,7 +686,7 @@ func TestNAtSGrowthSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lim := probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	lim := 2*probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
 	V := cfg.VocabSize
 	for _, c := range []struct{ steps, want int }{{0, 1280}, {4, 1280}, {1, 2048}, {64, 1104}} {
 		e, err := New(backend, cfg, m, policy.NAtS{Window: 4, Chunk: 1}, params, Options{GrowthSteps: c.steps, Staging: 2})
@@ -740,7 +740,7 @@ func TestFullDecodeGrowthCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	const P, N, chunk = 1000, 100, 250
-	lim := probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
+	lim := 2*probe.cacheBytes(1, 1280) + 2*int64(cfg.NLayers)*int64(cfg.KVHeads())*chunk*int64(cfg.HeadDim())*probe.elemBytes()
 	e, err := New(backend, cfg, nil, nil, params, Options{MemLimitBytes: lim})
 	if err != nil {
 		t.Fatal(err)

@@ -66,8 +66,9 @@ type LatencyConfig struct {
 	Warmup       int    `toml:"warmup"`
 	Repeats      int    `toml:"repeats"`
 	PromptSource string `toml:"prompt_source"`
-	// MemLimitGiB bounds the K/V buffers; 0 = 90% of the free device memory (nvidia-smi on CUDA, MemAvailable on
-	// the pure-Go backend). A prompt whose cache cannot fit is refused before any measurement.
+	// MemLimitGiB bounds the K/V buffers, counted twice (a commit holds the old and the new cache) plus a prefill
+	// chunk's K/V; 0 = 90% of the free device memory (nvidia-smi on CUDA, MemAvailable on the pure-Go backend). A
+	// prompt whose cache cannot fit is refused before any measurement.
 	MemLimitGiB float64 `toml:"mem_limit_gib"`
 	// RoleRates are the NAtS Global, Local, Window decision rates given to random weights (engine.CalibrateRoles)
 	// when the run has no `from`; required then for method nats.

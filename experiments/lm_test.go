@@ -192,7 +192,7 @@ func TestLMRunResumeAndFrom(t *testing.T) {
 	// A cache that cannot fit is refused before any measurement, naming the prompt length and the limit.
 	big := tinyRun(data, "big", "full", map[string]any{
 		"latency": map[string]any{"prompt_lens": []any{16, 4000}, "decode_tokens": 4, "warmup": 1, "repeats": 1, "batch_size": 1,
-			"mem_limit_gib": 1e-5},
+			"mem_limit_gib": 3e-5},
 	})
 	big.Kind, big.FromKey, big.FromID = "latency", "full,seed=0", "fullid"
 	bdir := filepath.Join(out, "t", "big")
