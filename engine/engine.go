@@ -229,7 +229,8 @@ func (e *Engine) cacheBytes(b, capacity int) int64 {
 
 // checkMem reports whether a cache of capacity slots for batch b, with extra tokens' K/V beside it (a prefill chunk),
 // fits Options.MemLimitBytes while a commit runs: a commit gathers the whole cache into new buffers, so the old and
-// the new are live at once.
+// the new are live at once. A growth holds the smaller old cache beside the new one, but the commits after it, at
+// the new capacity, hold two of the new size, so growths are checked at twice the new size too.
 func (e *Engine) checkMem(what string, b, capacity, extra int) error {
 	lim := e.Options.MemLimitBytes
 	if lim == 0 {
@@ -238,8 +239,12 @@ func (e *Engine) checkMem(what string, b, capacity, extra int) error {
 	cache := e.cacheBytes(b, capacity)
 	need := 2*cache + 2*int64(e.Cfg.NLayers)*int64(b)*int64(e.Cfg.KVHeads())*int64(extra)*int64(e.Cfg.HeadDim())*e.elemBytes()
 	if need > lim {
-		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d: %d for the cache, twice that while a commit copies it, plus a chunk's K/V), over the limit (Options.MemLimitBytes = %d)",
-			what, need, capacity, b, cache, lim)
+		chunk := ""
+		if extra > 0 {
+			chunk = fmt.Sprintf(", plus %d tokens' K/V", extra)
+		}
+		return fmt.Errorf("engine: %s: the K/V buffers need %d bytes (capacity %d, batch %d: %d for the cache, twice that while a commit copies it%s), over the limit (Options.MemLimitBytes = %d)",
+			what, need, capacity, b, cache, chunk, lim)
 	}
 	return nil
 }
@@ -728,7 +733,7 @@ func (e *Engine) commit(sk, sv []*tensors.Tensor, base, upto int32) error {
 }
 
 // runCommit runs a commit graph on the committed K and V, the staged sk and sv and extra inputs, and adopts its
-// outputs (K, V and the validity of the new layout; the replaced buffers are freed at the next synchronisation):
+// outputs (K, V and the validity of the new layout; the replaced buffers go to the garbage list):
 // positions below upto are committed, and the updates queued for the old validity are dropped.
 func (e *Engine) runCommit(exec *graph.Exec, sk, sv []*tensors.Tensor, base, upto int32, extra ...any) ([]*tensors.Tensor, error) {
 	L := e.Cfg.NLayers
@@ -852,7 +857,7 @@ func (e *Engine) beginTouch() {
 // the table's own work per token (BenchmarkPrefillHostTable).
 func (e *Engine) touchSlot(row int, slot int32) { e.touched[row] = append(e.touched[row], slot) }
 
-// dropSlots forgets the device's slot table (freed at the next synchronisation).
+// dropSlots forgets the device's slot table (freed with the garbage list).
 func (e *Engine) dropSlots() {
 	if e.slotPos != nil {
 		e.garbage = append(e.garbage, e.slotPos, e.slotRole)
@@ -905,7 +910,9 @@ func (e *Engine) Release() {
 	e.clearUpdates()
 }
 
-// flushGarbage frees replaced device buffers; called after a host read has synchronised the device.
+// flushGarbage frees replaced device buffers. It may run while a graph that read them is still executing (prefill
+// flushes right after a commit, decoding during the next step's call): PJRT frees a buffer once its pending uses are
+// done (and go-xla's Execute returns only when the device has finished).
 func (e *Engine) flushGarbage() {
 	for _, t := range e.garbage {
 		if t != nil {

@@ -788,7 +788,7 @@ func TestPrefillParts(t *testing.T) {
 }
 
 // TestPrefillFreesReplacedCache: by the end of each prefill chunk (its Progress call) the cache that the chunk's commit
-// replaced is freed, so that the next chunk's graph never runs beside two caches (full attention at 32k, batch 32 on
+// replaced is freed, with the last chunk's state and logits, so that the next chunk's graph never runs beside two caches (full attention at 32k, batch 32 on
 // the 8B shape ran out of the H200's memory when the old cache waited for the next chunk's host read).
 func TestPrefillFreesReplacedCache(t *testing.T) {
 	cfg := tiny()
@@ -806,10 +806,11 @@ func TestPrefillFreesReplacedCache(t *testing.T) {
 			calls++
 			for i, k := range last {
 				if k.Ok() {
-					t.Errorf("%s: after the chunk ending at %d of %d, the cache's K/V buffer %d of the chunk before is still live", c.name, done, total, i)
+					t.Errorf("%s: after the chunk ending at %d of %d, buffer %d of the chunk before (K/V, then state and logits) is still live", c.name, done, total, i)
 				}
 			}
 			last = append(append(last[:0], e.K...), e.V...)
+			last = append(last, e.state, e.lastLogits)
 		}}
 		var err error
 		e, err = New(backend, cfg, c.m, c.ev, model.NewParams(model.Specs(cfg, c.m), 1), opt)
