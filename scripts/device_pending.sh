@@ -35,7 +35,7 @@
 #
 #   build here:  scripts/device_pg19.sh pack                     (xz'd runner/bench/model.test/memest in .carry/dev)
 #   device:      PART=1 scripts/device_pending.sh .carry/dev     (carry .carry/dev/memest.xz)
-#                PART=2..5 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
+#                PART=2..7 scripts/device_pending.sh .carry/dev  (carry .carry/dev/runner.xz)
 # Leaves in $OUT: probe-*.log and probe-*-buffer-assignment.txt.xz (XLA's, PART=1); <sweep>.log and <sweep>.tar.gz (latency32k, or latency_random for PART=5:
 # unpack the run folders into results/<sweep>/); PART=2 also parts.log and latency_parts.tar.gz (its run IDs are
 # those of the committed "before" measurement: unpack into a new folder, e.g. results/latency_parts_after/); PART=4
@@ -176,6 +176,7 @@ case $part in
 	grep -h -E 'latency .*prompt|failed|rror' "$OUT"/latency_random-gpu*.log | cut -c1-220
 	;;
 7)
+	export SWEEP=latency32k
 	# The batch-32 pair of latency32k (PART=3's, full attention first), then, with the time left, Figure 4's StreamingLLM
 	# run (batch 1, 1k–64k) twice in separate processes: with natsbench's default (XLA's command buffers off) and with
 	# XLA's own default list on, both on this machine (batch-1 steps are per-kernel cost, where CUDA graphs help).
@@ -191,7 +192,7 @@ case $part in
 			continue
 		fi
 		flags=${XLA_FLAGS:-}
-		[ $mode = on ] && flags=$cb
+		[ $mode = on ] && flags="${XLA_FLAGS:-} $cb" # the switch the only difference
 		XLA_FLAGS=$flags timeout -k 5 $left $bin/runner -sweep latency_random.toml -only streamingllm -out /tmp/cb$mode \
 			-backend xla:cuda -no-report >"$OUT/cmdbuf-$mode.log" 2>&1
 		echo "streamingllm, command buffers $mode: exit $? (124 = cut) after $SECONDS s"
