@@ -488,14 +488,8 @@ func (e *Engine) Prefill(prompt [][]int32, chunk int) (PrefillResult, error) {
 		// until the next chunk's host read, full attention at 32k, batch 32 on the 8B shape (35.5 GB of cache, 8 GiB
 		// of attention scores per chunk) ran out of the H200's memory mid-prefill once in three calls
 		// (results/latency32k/device-2026-11-29t.log).
-		e.garbage = append(e.garbage, kc...)
-		e.garbage = append(e.garbage, vc...)
-		if e.state != nil {
-			e.garbage = append(e.garbage, e.state)
-		}
-		if e.lastLogits != nil {
-			e.garbage = append(e.garbage, e.lastLogits)
-		}
+		e.garbage = append(append(e.garbage, kc...), vc...)
+		e.garbage = append(e.garbage, e.state, e.lastLogits) // flushGarbage skips nil
 		e.flushGarbage()
 		e.state = state
 		e.lastLogits = logits
