@@ -560,15 +560,19 @@ func (e *Engine) reset(B, capacity int) error {
 	L, KV, hd, R := e.Cfg.NLayers, e.Cfg.KVHeads(), e.Cfg.HeadDim(), e.Options.Staging
 	e.K, e.V = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
 	e.Kr, e.Vr = make([]*tensors.Tensor, L), make([]*tensors.Tensor, L)
-	for l := 0; l < L; l++ {
-		for _, z := range []struct {
-			dst   **tensors.Tensor
-			slots int
-		}{{&e.K[l], capacity}, {&e.V[l], capacity}, {&e.Kr[l], R}, {&e.Vr[l], R}} {
-			if *z.dst, err = e.zeros(B, KV, z.slots, hd); err != nil {
-				return err
-			}
+	zero := func(slots int) *tensors.Tensor { // the first error stops the rest
+		if err != nil {
+			return nil
 		}
+		var z *tensors.Tensor
+		z, err = e.zeros(B, KV, slots, hd)
+		return z
+	}
+	for l := 0; l < L; l++ {
+		e.K[l], e.V[l], e.Kr[l], e.Vr[l] = zero(capacity), zero(capacity), zero(R), zero(R)
+	}
+	if err != nil {
+		return err
 	}
 	e.devCap = capacity
 	e.state = tensors.FromFlatDataAndDimensions(make([]float32, L*B*e.Cfg.DModel), L, B, e.Cfg.DModel)

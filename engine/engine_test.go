@@ -762,15 +762,22 @@ func TestFullDecodeGrowthCheck(t *testing.T) {
 
 // TestPrefillParts: Prefill splits its time into the chunk graphs, their arguments, the host table and the commits:
 // disjoint parts of it, each present when there are several chunks.
+// prefillCase is a policy of the prefill tests: its masker for the weights and its evictor.
+type prefillCase struct {
+	name string
+	m    model.Masker
+	ev   kvcache.Evictor
+}
+
+// prefillCases are full attention and NAtS with window 4.
+func prefillCases(t testing.TB) []prefillCase {
+	return []prefillCase{{"full", nil, nil}, {"nats", mustNAtS(t, nats.Config{Window: 4, Chunk: 1}), policy.NAtS{Window: 4, Chunk: 1}}}
+}
+
 func TestPrefillParts(t *testing.T) {
 	cfg := tiny()
 	backend := testBackend(t)
-	nm := mustNAtS(t, nats.Config{Window: 4, Chunk: 1})
-	for _, c := range []struct {
-		name string
-		m    model.Masker
-		ev   kvcache.Evictor
-	}{{"full", nil, nil}, {"nats", nm, policy.NAtS{Window: 4, Chunk: 1}}} {
+	for _, c := range prefillCases(t) {
 		e, err := New(backend, cfg, c.m, c.ev, model.NewParams(model.Specs(cfg, c.m), 1), Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -793,12 +800,7 @@ func TestPrefillParts(t *testing.T) {
 func TestPrefillFreesReplacedCache(t *testing.T) {
 	cfg := tiny()
 	backend := testBackend(t)
-	nm := mustNAtS(t, nats.Config{Window: 4, Chunk: 1})
-	for _, c := range []struct {
-		name string
-		m    model.Masker
-		ev   kvcache.Evictor
-	}{{"full", nil, nil}, {"nats", nm, policy.NAtS{Window: 4, Chunk: 1}}, {"h2o", nil, policy.H2O{Budget: 12, Recent: 4}}} {
+	for _, c := range append(prefillCases(t), prefillCase{"h2o", nil, policy.H2O{Budget: 12, Recent: 4}}) {
 		var e *Engine
 		var last []*tensors.Tensor
 		calls := 0

@@ -114,7 +114,7 @@ var minPartRows = 256
 
 // each runs f over the rows split into contiguous runs (Options.TableWorkers of them, each of at least minPartRows
 // rows), one per element of t.parts, on as many goroutines, and returns when all have returned. f must touch only
-// its rows and its part.
+// its rows and its part; each part's freed list starts empty.
 func (t *fastTable) each(f func(p *rowPart, lo, hi int)) {
 	n := len(t.rows)
 	g := 1
@@ -126,6 +126,9 @@ func (t *fastTable) each(f func(p *rowPart, lo, hi int)) {
 		for j := range t.parts {
 			t.parts[j].decided = make([][3]int64, len(t.layers))
 		}
+	}
+	for j := range t.parts { // what report passes on is this call's
+		t.parts[j].freed = t.parts[j].freed[:0]
 	}
 	if g == 1 {
 		f(&t.parts[0], 0, n)
@@ -227,7 +230,6 @@ func (t *fastTable) End(pos int32, roles []uint8, _ [][]float32, evict func(row,
 	case kindSink:
 		c, last := t.windowEnd(pos)
 		t.each(func(p *rowPart, lo, hi int) {
-			p.freed = p.freed[:0]
 			for r := lo; r < hi; r++ {
 				row := &t.rows[r]
 				if pos >= int32(t.s.sinks) {
@@ -261,7 +263,6 @@ func (t *fastTable) Expire(pos int32, evict func(row, slot int, pos int32)) {
 	}
 	c, last := t.windowEnd(pos)
 	t.each(func(p *rowPart, lo, hi int) {
-		p.freed = p.freed[:0]
 		for r := lo; r < hi; r++ {
 			t.expire(p, r, c, last)
 		}
@@ -303,7 +304,6 @@ func (t *fastTable) report(evict func(row, slot int, pos int32)) {
 
 // endNAtS is End for NAtS over rows [lo, hi).
 func (t *fastTable) endNAtS(p *rowPart, lo, hi int, pos int32, roles []uint8) {
-	p.freed = p.freed[:0]
 	clear(p.decided)
 	c, last := t.windowEnd(pos)
 	complete := pos%c == c-1
